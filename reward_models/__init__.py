@@ -1,0 +1,1 @@
+"""The reward-model bank and its plug-in registry (DESIGN.md §4)."""

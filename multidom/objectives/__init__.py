@@ -1,0 +1,1 @@
+"""Objectives: losses on per-sequence scalars (DESIGN.md §3). Import submodules directly."""

@@ -1,0 +1,301 @@
+"""The ``multidom`` command line: ``train``, ``evaluate`` and ``rewards list``.
+
+Usage::
+
+    multidom train                                    # the embedded quickstart (configs/quickstart.yaml)
+    multidom train --config configs/hh_rlhf_online.yaml training.learning_rate=1e-6 --output-dir runs/hh
+    multidom train --config ... --resume              # continue from the last checkpoint in --output-dir
+    multidom evaluate --config configs/evaluate_example.yaml
+    multidom evaluate --model ref=runs/sft --model aligned=runs/hh --prompts prompts.txt -G 8 \\
+        --reward sentiment --reward '{type: length, target: 40}' --estimator quantile --estimator sinkhorn
+    multidom rewards list
+
+Several GPUs: the same commands run under ``accelerate launch``, e.g.
+``accelerate launch --num_processes 8 -m multidom train --config configs/hh_rlhf_online.yaml``.
+
+Errors a user can cause (missing config, unknown key, unknown reward type, missing model path,
+unwritable output directory) print ONE line on stderr and exit with status 1; ``--debug`` shows the
+traceback instead. Ctrl-C keeps the last checkpoint and the wandb files, and exits with 130; rerun
+with ``--resume`` to continue.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from multidom.config import ConfigError, apply_overrides, load_config, unknown_key_message
+
+__all__ = ["main", "RUNNERS", "find_default_config", "build_parser"]
+
+#: ``trainer:`` value -> ``"module:function"`` of its runner (imported lazily: importing the CLI stays cheap).
+RUNNERS: dict[str, str] = {
+    "online": "multidom.trainers.online:run_from_config",
+    "aot": "multidom.trainers.aot:run_from_config",
+    "offline": "multidom.trainers.offline:run_from_config",
+    "quickstart": "multidom.quickstart:run_from_config",
+}
+
+#: Config keys whose value, when it looks like a local path (``/``, ``./``, ``../``, ``~``), must exist.
+_PATH_KEYS = frozenset({
+    "model", "model_name_or_path", "model_path", "ref_model", "ref_model_name_or_path", "reference_model",
+    "tokenizer", "tokenizer_name_or_path", "checkpoint", "path", "prompts", "completions",
+})
+_EXIT_ERROR = 1
+_EXIT_INTERRUPT = 130
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def find_default_config(name: str = "quickstart.yaml") -> Path:
+    """Locate ``configs/<name>``: the repository checkout next to the package, then the package data
+    (``multidom/configs/``), then the current directory."""
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "configs" / name, here / "configs" / name, Path.cwd() / "configs" / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"default config {name} not found (looked in {', '.join(str(c.parent) for c in candidates)}); pass --config"
+    )
+
+
+def resolve_runner(trainer: Any) -> Callable[..., dict]:
+    """Import the runner of ``trainer`` (a key of :data:`RUNNERS`)."""
+    if not isinstance(trainer, str) or trainer not in RUNNERS:
+        if trainer is None:
+            raise ConfigError(f"config has no 'trainer:' key; choose one of {', '.join(sorted(RUNNERS))}")
+        raise ConfigError(unknown_key_message(str(trainer), RUNNERS).replace("unknown key", "unknown trainer", 1))
+    module_name, attr = RUNNERS[trainer].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise CLIError(f"trainer {trainer!r} is not available in this installation ({exc.name} is missing)") from exc
+        raise CLIError(f"trainer {trainer!r} needs the package {exc.name!r}: pip install it") from exc
+    return getattr(module, attr)
+
+
+def check_local_paths(config: Any, where: str = "") -> None:
+    """Fail early, in one line, when a model/data key names a local path that does not exist.
+
+    Only values that are unambiguously local (absolute, ``./``, ``../`` or ``~``) are checked; hub
+    ids are left to the libraries that own them.
+    """
+    if isinstance(config, dict):
+        for key, value in config.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key in _PATH_KEYS and isinstance(value, str) and _looks_local(value):
+                if not Path(value).expanduser().exists():
+                    raise FileNotFoundError(f"{path}: path does not exist: {value}")
+            check_local_paths(value, path)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            check_local_paths(value, f"{where}.{i}")
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or value in {".", ".."}
+
+
+def ensure_writable(output_dir: str | os.PathLike) -> Path:
+    """Create ``output_dir`` and check a file can be written in it; a one-line error otherwise."""
+    out = Path(output_dir).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".multidom-write-test-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CLIError(f"output directory {out} is not writable: {reason}") from exc
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if isinstance(exc, (ConfigError, CLIError, FileNotFoundError)) or type(exc) is ValueError:
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _finish_wandb(exit_code: int) -> None:
+    """Close an active wandb run so its offline files are complete (no-op when wandb was not used)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        try:
+            wandb.finish(exit_code=exit_code)
+        except Exception:  # pragma: no cover - never mask the original outcome
+            pass
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    config_path = Path(args.config) if args.config else find_default_config()
+    config = load_config(config_path, args.overrides)
+    trainer = config.pop("trainer", None)
+    runner = resolve_runner(trainer)
+    output_dir = args.output_dir or config.pop("output_dir", None) or str(Path("runs") / config_path.stem)
+    config.pop("output_dir", None)
+    check_local_paths(config)
+    out = ensure_writable(output_dir)
+    args.resolved_output_dir = str(out)
+    if args.resume and not any(out.rglob("checkpoint-*")):
+        print(f"multidom: no checkpoint in {out} yet; starting from scratch", file=sys.stderr)
+    print(f"multidom: {trainer} run from {config_path} -> {out}", file=sys.stderr)
+    summary = runner(config, output_dir=str(out), resume=bool(args.resume))
+    _write_summary(out / "summary.json", {"trainer": trainer, "config": str(config_path), **(summary or {})})
+    print(f"multidom: done; outputs in {out}", file=sys.stderr)
+    return 0
+
+
+def _write_summary(path: Path, summary: dict) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from multidom.evaluation.runner import run_from_config as run_evaluation
+
+    config: dict[str, Any] = {}
+    if args.config:
+        config = load_config(args.config, ())
+    config = apply_overrides(config, args.overrides)
+    config.update(_evaluate_flags(args))
+    output_dir = args.output_dir or config.pop("output_dir", None) or "runs/evaluate"
+    config.pop("output_dir", None)
+    check_local_paths(config)
+    out = ensure_writable(output_dir)
+    args.resolved_output_dir = str(out)
+    result = run_evaluation(config, output_dir=str(out))
+    print(result.get("summary_text", ""), end="")
+    print(f"multidom: report written to {result['report']}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_flags(args: argparse.Namespace) -> dict[str, Any]:
+    import yaml
+
+    flags: dict[str, Any] = {}
+    if args.model:
+        models = []
+        for item in args.model:
+            name, sep, path = item.partition("=")
+            if not sep:
+                name, path = Path(item).name, item
+            models.append({"name": name, "path": path})
+        flags["models"] = models
+    if args.reward:
+        flags["rewards"] = [_parse_reward_flag(item, yaml) for item in args.reward]
+    simple = {
+        "prompts": args.prompts, "completions": args.completions, "num_generations": args.num_generations,
+        "estimators": args.estimator, "eps0": args.eps0, "alpha": args.alpha, "n_boot": args.n_boot,
+        "seed": args.seed, "max_new_tokens": args.max_new_tokens, "html": args.html or None,
+        "report_to": args.report_to,
+    }
+    flags.update({k: v for k, v in simple.items() if v is not None})
+    return flags
+
+
+def _parse_reward_flag(item: str, yaml: Any) -> Any:
+    if item.lstrip().startswith("{"):
+        try:
+            return yaml.safe_load(item)
+        except yaml.YAMLError:
+            raise ConfigError(f"--reward {item!r} is not a valid YAML mapping") from None
+    return item
+
+
+def cmd_rewards_list(args: argparse.Namespace) -> int:
+    from reward_models import registry
+
+    entries = registry.available()
+    width = max((len(name) for name in entries), default=0)
+    for name in sorted(entries):
+        print(f"{name:<{width}}  {entries[name] or ''}".rstrip())
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser = argparse.ArgumentParser(
+        prog="multidom", description="Multi-reward alignment by multivariate stochastic dominance.",
+        epilog="Several GPUs: accelerate launch -m multidom train --config CONFIG.yaml", parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,rewards}")
+    sub.required = True
+
+    train = sub.add_parser("train", parents=[common], help="train from a YAML config (default: the quickstart)")
+    train.add_argument("--config", "-c", help="YAML config; default configs/quickstart.yaml")
+    train.add_argument("--output-dir", "-o", help="where checkpoints, metrics and wandb files go")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    train.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", parents=[common], help="compare models or completions by dominance")
+    ev.add_argument("--config", "-c", help="YAML evaluation config (flags below override it)")
+    ev.add_argument("--output-dir", "-o", help="where the report goes (default runs/evaluate)")
+    ev.add_argument("--model", action="append", metavar="NAME=PATH",
+                    help="a model or checkpoint (repeat; the first is the reference)")
+    ev.add_argument("--prompts", help="held-out prompts: .txt (one per line) or .jsonl with a 'prompt' field")
+    ev.add_argument("--completions", help="JSONL of completions to score instead of generating")
+    ev.add_argument("-G", "--num-generations", type=int, help="completions per prompt and model")
+    ev.add_argument("--reward", action="append", metavar="SPEC",
+                    help="a reward model: a registered name or a YAML mapping '{type: ..., ...}' (repeat)")
+    ev.add_argument("--estimator", action="append", help="quantile | sliced | sinkhorn | exact (repeat)")
+    ev.add_argument("--eps0", type=float, help="threshold of the absolute test")
+    ev.add_argument("--alpha", type=float, help="level of the tests")
+    ev.add_argument("--n-boot", type=int, help="bootstrap replicates")
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--html", action="store_true", help="also write report.html")
+    ev.add_argument("--report-to", action="append", help="wandb to log the report (offline by default)")
+    ev.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    ev.set_defaults(func=cmd_evaluate)
+
+    rewards = sub.add_parser("rewards", parents=[common], help="reward models")
+    rsub = rewards.add_subparsers(dest="rewards_command", metavar="{list}")
+    rsub.required = True
+    rlist = rsub.add_parser("list", parents=[common], help="every registered reward model, with its description")
+    rlist.set_defaults(func=cmd_rewards_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``multidom`` console script and of ``python -m multidom``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _finish_wandb(_EXIT_INTERRUPT)
+        where = getattr(args, "resolved_output_dir", None) or "the output directory"
+        print(f"multidom: interrupted; checkpoints and wandb files in {where} are kept "
+              "(rerun with --resume to continue)", file=sys.stderr)
+        if debug:
+            raise
+        return _EXIT_INTERRUPT
+    except Exception as exc:
+        _finish_wandb(_EXIT_ERROR)
+        if debug:
+            raise
+        print(f"multidom: error: {_one_line(exc)}", file=sys.stderr)
+        return _EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

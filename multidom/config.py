@@ -1,0 +1,158 @@
+"""YAML configs for the CLI: safe loading, ``a.b=c`` overrides, unknown keys answered with suggestions.
+
+A config file is a YAML mapping read with :func:`yaml.safe_load` (DESIGN.md §7: no arbitrary
+objects). Command-line overrides ``key.sub=value`` set nested entries; the value is parsed as a
+YAML scalar or flow collection (``lr=1e-5`` is a float, ``names=[a, b]`` a list, ``x=null`` None).
+Typed sections are built by :func:`from_mapping`, which refuses unknown keys with the nearest
+valid name (``unknown key 'lerning_rate' in training section; did you mean 'learning_rate'?``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "load_yaml",
+    "apply_overrides",
+    "load_config",
+    "check_keys",
+    "unknown_key_message",
+    "from_mapping",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A user-fixable problem in a config file or an override (one line, printed without traceback)."""
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; a missing file or a non-mapping is a one-line error."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"config file {p} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``config`` with each ``dotted.key=value`` override applied.
+
+    Intermediate mappings are created when missing; an intermediate that exists but is not a
+    mapping is an error (``training.lr.x=1`` when ``training.lr`` is a number). List items are
+    addressed by their index (``rewards.0.model=path``).
+    """
+    out = _deepcopy(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. training.learning_rate=1e-5)")
+        parts = key.strip().split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"override key {key!r} has an empty component")
+        node: Any = out
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, ".".join(parts[: depth + 1]), create=True)
+        _set(node, parts[-1], _parse_value(raw), key)
+    return out
+
+
+def _deepcopy(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _deepcopy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deepcopy(v) for v in obj]
+    return obj
+
+
+def _child(node: Any, part: str, path: str, create: bool) -> Any:
+    if isinstance(node, list):
+        idx = _index(node, part, path)
+        return node[idx]
+    if not isinstance(node, dict):
+        raise ConfigError(f"cannot set below {path!r}: it is a {type(node).__name__}, not a mapping")
+    if part not in node or node[part] is None:
+        if not create:
+            raise ConfigError(f"no key {path!r}")
+        node[part] = {}
+    child = node[part]
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"cannot set below {path!r}: it is a {type(child).__name__}, not a mapping")
+    return child
+
+
+def _index(node: list, part: str, path: str) -> int:
+    try:
+        idx = int(part)
+    except ValueError:
+        raise ConfigError(f"{path!r} addresses a list; use an integer index") from None
+    if not -len(node) <= idx < len(node):
+        raise ConfigError(f"index {idx} out of range in {path!r} (list of {len(node)})")
+    return idx
+
+
+def _set(node: Any, part: str, value: Any, path: str) -> None:
+    if isinstance(node, list):
+        node[_index(node, part, path)] = value
+    else:
+        node[part] = value
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`load_yaml` then :func:`apply_overrides`."""
+    return apply_overrides(load_yaml(path), overrides)
+
+
+def unknown_key_message(key: str, valid: Iterable[str], section: str | None = None) -> str:
+    """``unknown key 'k' in <section> section; did you mean 'x'?`` (or the list of valid keys)."""
+    valid = sorted(valid)
+    where = f" in {section} section" if section else ""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key {key!r}{where}; did you mean {close[0]!r}?"
+    return f"unknown key {key!r}{where}; valid keys: {', '.join(valid)}"
+
+
+def check_keys(mapping: Mapping[str, Any], valid: Iterable[str], section: str | None = None) -> None:
+    """Raise :class:`ConfigError` for the first key of ``mapping`` not in ``valid``."""
+    valid = set(valid)
+    for key in mapping:
+        if key not in valid:
+            raise ConfigError(unknown_key_message(str(key), valid, section))
+
+
+def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, section: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``mapping``, refusing unknown keys with a suggestion."""
+    if mapping is not None and not isinstance(mapping, Mapping):
+        raise ConfigError(f"{section or 'config'} section must be a mapping, got {type(mapping).__name__}")
+    mapping = dict(mapping or {})
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    check_keys(mapping, names, section)
+    try:
+        return cls(**mapping)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(f"{section or cls.__name__} section: {exc}") from None

@@ -40,7 +40,7 @@ import torch
 from multidom.clouds import ViolationResult
 from multidom.costs import Cost, cost_matrix
 
-__all__ = ["solve", "sinkhorn_potentials", "eps_schedule"]
+__all__ = ["solve", "sinkhorn_potentials", "eps_schedule", "envelope_result", "f_update", "g_update"]
 
 #: lower clamp of LSE arguments (after subtracting the max): exp(-_CLAMP) is far below the
 #: dtype's relative resolution, so clamping changes no result but keeps exp off its slow path.
@@ -55,12 +55,12 @@ def _lse(z: torch.Tensor, dim: int) -> torch.Tensor:
     return (mx + z.sum(dim, keepdim=True).log_()).squeeze(dim)
 
 
-def _f_update(neg_c: torch.Tensor, g: torch.Tensor, log_b: torch.Tensor, reg: float) -> torch.Tensor:
+def f_update(neg_c: torch.Tensor, g: torch.Tensor, log_b: torch.Tensor, reg: float) -> torch.Tensor:
     """``f_i = -reg LSE_j(log b_j + (g_j - C_ij)/reg)``; ``neg_c = -C/reg`` ``(..., n, m)``."""
     return -reg * _lse(neg_c + (g / reg + log_b).unsqueeze(-2), -1)
 
 
-def _g_update(neg_c: torch.Tensor, f: torch.Tensor, log_a: torch.Tensor, reg: float) -> torch.Tensor:
+def g_update(neg_c: torch.Tensor, f: torch.Tensor, log_a: torch.Tensor, reg: float) -> torch.Tensor:
     """``g_j = -reg LSE_i(log a_i + (f_i - C_ij)/reg)``."""
     return -reg * _lse(neg_c + (f / reg + log_a).unsqueeze(-1), -2)
 
@@ -107,15 +107,15 @@ def sinkhorn_potentials(
     stages = eps_schedule(c, reg, eps_scaling)
     for eps in stages[:-1]:  # annealing: one block update per lambda value
         neg_c = c / -eps
-        f = _f_update(neg_c, g, log_b, eps)
-        g = _g_update(neg_c, f, log_a, eps)
+        f = f_update(neg_c, g, log_b, eps)
+        g = g_update(neg_c, f, log_a, eps)
     neg_c = c / -reg
-    f = _f_update(neg_c, g, log_b, reg)
+    f = f_update(neg_c, g, log_b, reg)
     err, it = float("inf"), 0
     check_every = 1 if c.device.type == "cpu" else 10  # each check syncs an accelerator
     while it < max_iter:
-        g = _g_update(neg_c, f, log_a, reg)
-        f_new = _f_update(neg_c, g, log_b, reg)
+        g = g_update(neg_c, f, log_a, reg)
+        f_new = f_update(neg_c, g, log_b, reg)
         it += 1
         if it % check_every == 0 or it == max_iter:
             ratio = ((f - f_new) / reg).clamp(max=50.0).exp_().sub_(1.0).abs_()
@@ -150,6 +150,31 @@ def solve(
     """
     c = cost_matrix(x, y, cost)
     f, g, _, _ = sinkhorn_potentials(c, a, b, reg=reg, max_iter=max_iter, tol=tol, eps_scaling=eps_scaling)
+    return envelope_result(c, a, b, f, g, reg=reg, return_plan=return_plan)
+
+
+def envelope_result(
+    c: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    *,
+    reg: float,
+    return_plan: bool = False,
+) -> ViolationResult:
+    """Differentiable value at given (converged, detached) potentials; shared by all backends.
+
+    ``value = <a, f> + <b, g> - reg (sum_ij a_i b_j exp((f_i + g_j - C_ij)/reg) - 1)`` -- the
+    dual objective, equal to the primal ``<pi, C> + reg KL(pi || a ⊗ b)`` at the optimum. Its
+    autograd gradients are the envelope-theorem ones: ``d/dC = pi``, ``d/da = f - reg (pi 1 / a - 1)``
+    (``= f`` when the row marginals are exact, as after an ``f`` update), ``d/db`` likewise.
+
+    Args:
+        c: ``(..., n, m)`` cost matrix (carrying the autograd graph to the points).
+        a: ``(..., n)``, b: ``(..., m)`` weights; f: ``(..., n)``, g: ``(..., m)`` potentials.
+    """
+    f, g = f.detach().to(c.dtype), g.detach().to(c.dtype)
     # exp((f_i + g_j - C_ij)/reg) = pi_ij / (a_i b_j); clamped so 0 * inf never makes a NaN for
     # pairs of masked samples, whose potentials are unconstrained by the plan.
     hi = 0.9 * math.log(torch.finfo(c.dtype).max)

@@ -217,9 +217,9 @@ def _parse_reward_flag(item: str, yaml: Any) -> Any:
 
 
 def cmd_rewards_list(args: argparse.Namespace) -> int:
-    from reward_models import registry
+    import reward_models  # importing the package registers the built-ins
 
-    entries = registry.available()
+    entries = reward_models.available()
     width = max((len(name) for name in entries), default=0)
     for name in sorted(entries):
         print(f"{name:<{width}}  {entries[name] or ''}".rstrip())

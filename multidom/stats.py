@@ -216,7 +216,7 @@ def bootstrap_eps(
     *,
     n_boot: int = 1000,
     level: float = 0.95,
-    seed: int | None = None,
+    boot_seed: int | None = None,
     joint: bool = True,
     batch_size: int = 100,
     **violation_kwargs: Any,
@@ -240,7 +240,10 @@ def bootstrap_eps(
             needs the same set of ids.
         n_boot: number of replicates (``>= 2``).
         level: coverage of the percentile interval, in ``(0, 1)``.
-        seed: seeds a private ``torch.Generator`` (``None``: fresh randomness).
+        boot_seed: seeds the private ``torch.Generator`` that draws the prompt indices
+            (``None``: fresh randomness). Named apart from the sliced estimator's ``seed``, which
+            goes through ``violation_kwargs`` (pass it, so every pair and replicate uses the same
+            directions).
         joint: resample prompts jointly across models (default) or independently.
         batch_size: replicates per estimator call (bounds memory: the Sinkhorn estimator holds
             ``batch_size x n x m`` cost matrices).
@@ -268,10 +271,10 @@ def bootstrap_eps(
         _check_joint(models)
 
     generator = torch.Generator()
-    if seed is None:
+    if boot_seed is None:
         generator.seed()
     else:
-        generator.manual_seed(int(seed))
+        generator.manual_seed(int(boot_seed))
     n_prompts = [m.points.shape[0] for m in models]
     if joint:
         shared = torch.randint(n_prompts[0], (n_boot, n_prompts[0]), generator=generator)

@@ -131,7 +131,7 @@ def test_bootstrap_two_prompts_hand_derived():
     # exact bootstrap se = sqrt(1/4 + 1/18 - (5/12)^2) = 0.3632
     a = torch.tensor([[[0.0]], [[3.0]]], dtype=torch.float64)
     b = torch.tensor([[[1.0]], [[1.0]]], dtype=torch.float64)
-    boot = bootstrap_eps([a, b], n_boot=4000, seed=0, **Q)
+    boot = bootstrap_eps([a, b], n_boot=4000, boot_seed=0, **Q)
     torch.testing.assert_close(boot.eps[0, 1], torch.tensor(1 / 3, dtype=torch.float64))
     values = boot.replicates[:, 0, 1]
     allowed = torch.tensor([0.0, 1 / 3, 1.0], dtype=torch.float64)
@@ -157,11 +157,11 @@ def test_bootstrap_is_joint_across_models():
     # so A dominates: D(A≽B) = 0 < D(B≽A) and eps_AB = 0 exactly in every replicate (se = 0).
     # Independent indices break the pairing: prompt levels differ by 10, eps_AB spreads out.
     a, b = _paired_shift()
-    joint = bootstrap_eps([a, b], n_boot=200, seed=3, **Q)
+    joint = bootstrap_eps([a, b], n_boot=200, boot_seed=3, **Q)
     # (up to rounding: the library may get D(B≽A) from D(A≽B) through the hinge tie, DESIGN.md §1)
     torch.testing.assert_close(joint.replicates[:, 0, 1], torch.zeros(200, dtype=torch.float64), atol=1e-12, rtol=0)
     assert float(joint.se[0, 1]) < 1e-12
-    independent = bootstrap_eps([a, b], n_boot=200, seed=3, joint=False, **Q)
+    independent = bootstrap_eps([a, b], n_boot=200, boot_seed=3, joint=False, **Q)
     assert float(independent.se[0, 1]) > 0.1
     assert float(independent.eps[0, 1]) == 0.0  # the point estimate does not depend on resampling
 
@@ -172,43 +172,51 @@ def test_bootstrap_flat_groups_equal_grouped_form():
     b = b + torch.randn(b.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     ids = torch.arange(8).repeat_interleave(3)
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(2))
-    grouped = bootstrap_eps([a, b], n_boot=50, seed=11, **Q)
-    flat = bootstrap_eps([a.reshape(24, 2)[perm], b.reshape(24, 2)], [ids[perm], ids], n_boot=50, seed=11, **Q)
+    grouped = bootstrap_eps([a, b], n_boot=50, boot_seed=11, **Q)
+    flat = bootstrap_eps([a.reshape(24, 2)[perm], b.reshape(24, 2)], [ids[perm], ids], n_boot=50, boot_seed=11, **Q)
     torch.testing.assert_close(flat.replicates, grouped.replicates)
     torch.testing.assert_close(flat.eps, grouped.eps)
 
 
-def test_bootstrap_unequal_group_sizes():
+@pytest.mark.parametrize("options", [
+    {"estimator": "quantile"}, {"estimator": "exact"}, {"estimator": "sliced", "seed": 0, "n_directions": 4},
+    {"estimator": "sinkhorn", "reg": 0.01},
+], ids=lambda o: o["estimator"])
+def test_bootstrap_unequal_group_sizes(options):
     # prompt 7 has 1 completion, prompt 9 has 3 (padding carries weight 0). A replicate draws
     # prompts (7,7), (9,9) or {7,9}, whose clouds are "prompt 7 only", "prompt 9 only" or "all".
     a = _col(0.0, 2.0, 4.0, 6.0)
     b = _col(1.0, 3.0, 3.0, 3.0)
     ids = torch.tensor([7, 9, 9, 9])
-    boot = bootstrap_eps([a, b], ids, n_boot=300, seed=0, **Q)
-    # prompt 7 only: A = {0}, B = {1}                          -> eps = 1
-    # prompt 9 only: D(A≽B) = (1 + 0 + 0)/3, D(B≽A) = (0 + 1 + 3)/3 -> eps = 1/5
-    # all (uniform over 4): D(A≽B) = (1 + 1 + 0 + 0)/4 = 1/2, D(B≽A) = (0 + 0 + 1 + 3)/4 = 1 -> 1/3
-    torch.testing.assert_close(boot.eps[0, 1], torch.tensor(1 / 3, dtype=torch.float64))
-    allowed = torch.tensor([1.0, 1 / 5, 1 / 3], dtype=torch.float64)
-    hits = torch.isclose(boot.replicates[:, 0, 1, None], allowed)
+    boot = bootstrap_eps([a, b], ids, n_boot=24, boot_seed=0, cost="hinge", **options)
+    # the padded clouds give what the explicit clouds give, for every estimator
+    allowed = torch.stack([multidom.violation_ratio(p, q, cost="hinge", **options)
+                           for p, q in [(a[:1], b[:1]), (a[1:], b[1:]), (a, b)]])
+    torch.testing.assert_close(boot.eps[0, 1], allowed[2])
+    hits = torch.isclose(boot.replicates[:, 0, 1, None], allowed, atol=1e-9)
     assert hits.any(1).all()  # nothing else occurs
     assert hits.any(0).all()  # each of the three occurs
+    # by hand (unregularised): prompt 7 only: A = {0}, B = {1} -> eps = 1
+    # prompt 9 only: D(A≽B) = (1 + 0 + 0)/3, D(B≽A) = (0 + 1 + 3)/3 -> eps = 1/5
+    # all (uniform over 4): D(A≽B) = (1 + 1 + 0 + 0)/4 = 1/2, D(B≽A) = (0 + 0 + 1 + 3)/4 = 1 -> 1/3
+    hand = torch.tensor([1.0, 1 / 5, 1 / 3], dtype=torch.float64)
+    torch.testing.assert_close(allowed, hand, atol=2e-3 if options["estimator"] == "sinkhorn" else 1e-12, rtol=0)
 
 
 def test_bootstrap_rows_are_prompts_without_groups():
     a, b = _paired_shift(n_prompts=20, g=1)
-    flat = bootstrap_eps([a[:, 0], b[:, 0]], n_boot=40, seed=1, **Q)
-    grouped = bootstrap_eps([a, b], n_boot=40, seed=1, **Q)
+    flat = bootstrap_eps([a[:, 0], b[:, 0]], n_boot=40, boot_seed=1, **Q)
+    grouped = bootstrap_eps([a, b], n_boot=40, boot_seed=1, **Q)
     torch.testing.assert_close(flat.replicates, grouped.replicates)
 
 
 def test_bootstrap_seed_and_batching():
     a, b = _paired_shift(n_prompts=12, g=2, shift=0.0, seed=4)
     c = a + 0.3 * torch.randn(a.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    one = bootstrap_eps([a, b, c], n_boot=30, seed=5, batch_size=30, **Q)
-    chunked = bootstrap_eps([a, b, c], n_boot=30, seed=5, batch_size=7, **Q)
+    one = bootstrap_eps([a, b, c], n_boot=30, boot_seed=5, batch_size=30, **Q)
+    chunked = bootstrap_eps([a, b, c], n_boot=30, boot_seed=5, batch_size=7, **Q)
     torch.testing.assert_close(one.replicates, chunked.replicates)
-    other = bootstrap_eps([a, b, c], n_boot=30, seed=6, **Q)
+    other = bootstrap_eps([a, b, c], n_boot=30, boot_seed=6, **Q)
     assert not torch.equal(one.replicates, other.replicates)
     assert one.replicates.shape == (30, 3, 3)
     assert (one.low <= one.high).all()
@@ -237,7 +245,7 @@ def test_bootstrap_bad_input(rewards, groups, kwargs, message):
 
 
 def test_independent_resampling_allows_different_prompt_counts():
-    boot = bootstrap_eps([_col(0.0, 1.0, 2.0), _col(5.0, 6.0)], n_boot=20, seed=0, joint=False, **Q)
+    boot = bootstrap_eps([_col(0.0, 1.0, 2.0), _col(5.0, 6.0)], n_boot=20, boot_seed=0, joint=False, **Q)
     zeros = torch.zeros(20, dtype=torch.float64)
     torch.testing.assert_close(boot.replicates[:, 1, 0], zeros, atol=1e-12, rtol=0)  # B always dominates
 
@@ -322,7 +330,7 @@ def _three_models(n_prompts=60, g=4, seed=0):
 
 def test_relative_test_ranks_dominating_model_first():
     rewards = _three_models()
-    boot = bootstrap_eps(rewards, n_boot=200, seed=0, **Q)
+    boot = bootstrap_eps(rewards, n_boot=200, boot_seed=0, **Q)
     rel = relative_test(boot)
     assert rel.ranking[0] == 1
     assert rel.decision[1, 0] and rel.decision[1, 2]
@@ -345,7 +353,7 @@ def test_same_distribution_not_declared_better():
     for seed in range(3):
         gen = torch.Generator().manual_seed(seed)
         a, b = (torch.randn(40, 3, 2, generator=gen, dtype=torch.float64) for _ in range(2))
-        rel = relative_test(bootstrap_eps([a, b], n_boot=200, seed=seed, **Q))
+        rel = relative_test(bootstrap_eps([a, b], n_boot=200, boot_seed=seed, **Q))
         assert not rel.decision.any(), seed
 
 

@@ -45,10 +45,11 @@ def solve(
 ) -> ViolationResult:
     """Everything an estimator knows about ``D(P ≽ Q)``: value, transport part, plan, potentials.
 
-    ``f: (..., n)``, ``g: (..., m)`` are the centred potentials (``sum_i a_i f_i = 0``): the
-    gradient of the value with respect to the normalised weights along the simplex, i.e. how much
-    each sample hurts dominance. Estimators without a dual (``quantile``, ``sliced``) get them by
-    one extra backward pass; the value keeps its graph to the caller's points and weights.
+    ``f: (..., n)``, ``g: (..., m)`` are the centred potentials (``sum_i a_i f_i = 0``, for every
+    estimator): the gradient of the value with respect to the normalised weights along the
+    simplex, i.e. how much each sample hurts dominance. Estimators without a dual (``quantile``,
+    ``sliced``) get them by one extra backward pass; the value keeps its graph to the caller's
+    points and weights.
 
     Raises:
         ValueError: invalid clouds, unknown estimator/cost/option names, bad option values.
@@ -56,18 +57,16 @@ def solve(
     x, a, y, b = check_pair(positive, negative)
     c = get_cost(cost, beta=beta, margin=margin)
     resolve_options(estimator, options)  # fail on bad names before any work
-    if estimator in ("exact",):
-        return run(estimator, x, a, y, b, c, **options)
     with torch.enable_grad():
         da = torch.zeros_like(a, requires_grad=True)
         db = torch.zeros_like(b, requires_grad=True)
         res = run(estimator, x, a + da, y, b + db, c, **options)
         if res.f is None or res.g is None:
             ga, gb = torch.autograd.grad(res.value.sum(), (da, db), retain_graph=True, allow_unused=True)
-            ga = torch.zeros_like(a) if ga is None else ga
-            gb = torch.zeros_like(b) if gb is None else gb
-            res.f = ga - (a.detach() * ga).sum(-1, keepdim=True)
-            res.g = gb - (b.detach() * gb).sum(-1, keepdim=True)
+            res.f = torch.zeros_like(a) if ga is None else ga
+            res.g = torch.zeros_like(b) if gb is None else gb
+    res.f = res.f - (a.detach() * res.f).sum(-1, keepdim=True)
+    res.g = res.g - (b.detach() * res.g).sum(-1, keepdim=True)
     return res
 
 

@@ -1,0 +1,108 @@
+"""Exact 1-D OT by the monotone coupling (multidom.ot1d): hand values, POT oracles, gradients."""
+import numpy as np
+import ot
+import pytest
+import torch
+
+from multidom.costs import COSTS, get_cost
+from multidom.ot1d import ot1d, quantile_coupling, quantile_plan
+
+T = dict(dtype=torch.float64)
+hinge = get_cost("hinge").h
+
+
+def test_uniform_equal_sizes_hand_value():
+    # sorted u = (0, 2), v = (1, 1): pairs (0,1) -> h(1) = 1, (2,1) -> h(-1) = 0; mean = 1/2
+    assert ot1d(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]), hinge).item() == 0.5
+
+
+def test_unequal_sizes_hand_value():
+    # u = (0, 1, 2) w.p. 1/3 each, v = (1, 3) w.p. 1/2 each. Cumulative breakpoints 1/3, 1/2, 2/3, 1:
+    # (0,1/3]: u=0,v=1 -> h(1)=1; (1/3,1/2]: u=1,v=1 -> 0; (1/2,2/3]: u=1,v=3 -> 2; (2/3,1]: u=2,v=3 -> 1
+    # D = 1/3 * 1 + 1/6 * 0 + 1/6 * 2 + 1/3 * 1 = 1
+    d = ot1d(torch.tensor([0.0, 1.0, 2.0], **T), torch.tensor([3.0, 1.0], **T), hinge)
+    assert d.item() == pytest.approx(1.0, abs=1e-15)
+
+
+def test_weighted_hand_value():
+    # u = (0, 4) with weights (3/4, 1/4), v = (1,) : D = 3/4 h(1) + 1/4 h(-3) = 3/4
+    d = ot1d(torch.tensor([4.0, 0.0], **T), torch.tensor([1.0], **T), hinge,
+             torch.tensor([0.25, 0.75], **T), torch.tensor([1.0], **T))
+    assert d.item() == 0.75
+
+
+def test_coupling_masses_and_plan_marginals():
+    a = torch.tensor([0.2, 0.5, 0.3], **T)
+    b = torch.tensor([0.6, 0.4], **T)
+    i, j, mass = quantile_coupling(a, b)
+    # breakpoints 0.2, 0.6, 0.7, 1.0 (a) and 0.6, 1.0 (b): segments (0,.2](0,0) (.2,.6](1,0) (.6,.7](1,1) (.7,1](2,1)
+    keep = mass > 1e-12
+    assert list(zip(i[keep].tolist(), j[keep].tolist())) == [(0, 0), (1, 0), (1, 1), (2, 1)]
+    torch.testing.assert_close(mass[keep], torch.tensor([0.2, 0.4, 0.1, 0.3], **T))
+    u, v = torch.randn(7, **T), torch.randn(5, **T)
+    wa, wb = torch.rand(7, **T), torch.rand(5, **T)
+    wa, wb = wa / wa.sum(), wb / wb.sum()
+    plan = quantile_plan(u, v, wa, wb)
+    torch.testing.assert_close(plan.sum(-1), wa)
+    torch.testing.assert_close(plan.sum(-2), wb)
+
+
+@pytest.mark.parametrize("name", COSTS)
+def test_matches_pot_emd2(name):
+    g = torch.Generator().manual_seed(1)
+    c = get_cost(name, beta=1.5, margin=0.2)
+    for n, m in [(6, 6), (7, 4), (3, 9)]:
+        u, v = torch.randn(n, generator=g, **T), torch.randn(m, generator=g, **T)
+        wa, wb = torch.rand(n, generator=g, **T), torch.rand(m, generator=g, **T)
+        wa, wb = wa / wa.sum(), wb / wb.sum()
+        C = c.h(v[None, :] - u[:, None]).numpy()
+        assert ot1d(u, v, c.h, wa, wb).item() == pytest.approx(ot.emd2(wa.numpy(), wb.numpy(), C), abs=1e-12)
+        uni = ot.emd2(np.full(n, 1 / n), np.full(m, 1 / m), C)
+        assert ot1d(u, v, c.h).item() == pytest.approx(uni, abs=1e-12)
+
+
+def test_least_squares_is_pot_wasserstein_1d_p2():
+    u, v = torch.randn(9, **T), torch.randn(5, **T) + 1
+    wa, wb = torch.rand(9, **T), torch.rand(5, **T)
+    wa, wb = wa / wa.sum(), wb / wb.sum()
+    w2 = ot.wasserstein_1d(u.numpy(), v.numpy(), wa.numpy(), wb.numpy(), p=2)
+    assert ot1d(u, v, get_cost("least_squares").h, wa, wb).item() == pytest.approx(w2, abs=1e-12)
+
+
+def test_fast_path_equals_merge_path_and_batches():
+    u, v = torch.randn(4, 3, 8, **T), torch.randn(4, 3, 8, **T)
+    h = get_cost("logistic").h
+    fast = ot1d(u, v, h)
+    merged = ot1d(u, v, h, torch.full_like(u, 1 / 8).requires_grad_(), torch.full_like(v, 1 / 8))
+    assert fast.shape == (4, 3)
+    torch.testing.assert_close(fast, merged.detach(), rtol=0, atol=1e-13)
+    loop = torch.stack([torch.stack([ot1d(u[i, k], v[i, k], h) for k in range(3)]) for i in range(4)])
+    torch.testing.assert_close(fast, loop)
+
+
+def test_weight_gradient_is_emd_potential():
+    # d D / d a equals POT's dual potential up to an additive constant (generic data: unique potentials)
+    g = torch.Generator().manual_seed(3)
+    u, v = torch.randn(6, generator=g, **T), torch.randn(4, generator=g, **T)
+    wa, wb = torch.rand(6, generator=g, **T), torch.rand(4, generator=g, **T)
+    wa, wb = (wa / wa.sum()).requires_grad_(), (wb / wb.sum()).requires_grad_()
+    h = get_cost("squared_hinge").h
+    ga, gb = torch.autograd.grad(ot1d(u, v, h, wa, wb), (wa, wb))
+    C = h(v[None, :] - u[:, None]).numpy()
+    _, log = ot.emd(wa.detach().numpy(), wb.detach().numpy(), C, log=True)
+    for ours, pot in [(ga, log["u"]), (gb, log["v"])]:
+        diff = ours.numpy() - pot
+        np.testing.assert_allclose(diff, diff[0], atol=1e-10)
+
+
+def test_gradcheck_points_and_weights():
+    g = torch.Generator().manual_seed(4)
+    u = torch.randn(5, generator=g, **T).requires_grad_()
+    v = torch.randn(3, generator=g, **T).requires_grad_()
+    wa = (torch.rand(5, generator=g, **T) + 0.1).requires_grad_()
+    wb = (torch.rand(3, generator=g, **T) + 0.1).requires_grad_()
+    # weights live on the simplex (off it the total mass has a kink): normalise raw weights, as the API does
+    for name in ("logistic", "squared_hinge"):
+        h = get_cost(name, beta=0.8).h
+        fn = lambda u, v, wa, wb, h=h: ot1d(u, v, h, wa / wa.sum(), wb / wb.sum())  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (u, v, wa, wb))

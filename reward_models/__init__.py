@@ -6,7 +6,7 @@
 
 The built-in models register themselves when their modules are imported (below).
 """
-from reward_models import lexicon, relevance, rules  # noqa: F401  (registers the built-ins)
+from reward_models import hf, lexicon, relevance, rules  # noqa: F401  (registers the built-ins)
 from reward_models.bank import BankScores, RewardBank
 from reward_models.base import HeadView, RewardModel
 from reward_models.normalize import Normalizer

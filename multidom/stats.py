@@ -125,7 +125,7 @@ class _Grouped:
 
     points: torch.Tensor
     mask: torch.Tensor | None
-    prompt_ids: torch.Tensor | None
+    prompt_ids: torch.Tensor
 
 
 def _group(rewards: torch.Tensor, groups: torch.Tensor | None, model: int) -> _Grouped:
@@ -141,7 +141,7 @@ def _group(rewards: torch.Tensor, groups: torch.Tensor | None, model: int) -> _G
             )
         if 0 in rewards.shape:
             raise ValueError(f"model {model}: empty rewards of shape {tuple(rewards.shape)}")
-        return _Grouped(rewards, None, None)
+        return _Grouped(rewards, None, torch.arange(rewards.shape[0], device=rewards.device))
     if rewards.dim() != 2:
         raise ValueError(
             f"model {model}: rewards must have shape (n_prompts, G, d) or (n, d), got {tuple(rewards.shape)}"
@@ -150,7 +150,7 @@ def _group(rewards: torch.Tensor, groups: torch.Tensor | None, model: int) -> _G
     if n == 0 or rewards.shape[1] == 0:
         raise ValueError(f"model {model}: empty rewards of shape {tuple(rewards.shape)}")
     if groups is None:  # every row is its own prompt
-        return _Grouped(rewards[:, None, :], None, None)
+        return _Grouped(rewards[:, None, :], None, torch.arange(n, device=rewards.device))
     groups = torch.as_tensor(groups, device=rewards.device)
     if groups.dim() != 1 or groups.shape[0] != n:
         raise ValueError(f"model {model}: groups must have shape ({n},), got {tuple(groups.shape)}")
@@ -186,12 +186,11 @@ def _check_joint(models: list[_Grouped]) -> None:
             "for every model (pass joint=False for models scored on different prompts)"
         )
     ids = [m.prompt_ids for m in models]
-    if any(i is not None for i in ids):
-        if any(i is None for i in ids) or any(not torch.equal(ids[0], i) for i in ids[1:]):
-            raise ValueError(
-                "models are scored on different prompt ids; joint resampling needs the same prompts "
-                "for every model (pass joint=False otherwise)"
-            )
+    if any(not torch.equal(ids[0], i.to(ids[0])) for i in ids[1:]):
+        raise ValueError(
+            "models are scored on different prompt ids; joint resampling needs the same prompts "
+            "for every model (pass joint=False otherwise)"
+        )
 
 
 def _resampled_cloud(model: _Grouped, index: torch.Tensor) -> CloudLike:
@@ -232,8 +231,9 @@ def bootstrap_eps(
     Args:
         rewards: ``k >= 2`` reward arrays, one per model, either ``(n_prompts, G_i, d)``
             (``G_i`` completions per prompt) or flat ``(n_i, d)``. Flat arrays are grouped by
-            ``groups``; without ``groups`` each row is its own prompt (row ``r`` of every model
-            = prompt ``r`` in joint mode).
+            ``groups``; without ``groups`` each row is its own prompt. Prompts of ungrouped
+            inputs have ids ``0..P-1`` (row / first index ``r`` = prompt ``r``), so they can be
+            mixed with flat inputs whose ``groups`` are ``0..P-1``.
         groups: prompt ids for flat rewards: one ``(n,)`` integer vector shared by all models or
             one per model. Groups may have different sizes (padding carries weight 0, so each
             replicate cloud is uniform over the completions it drew). In joint mode every model
@@ -336,6 +336,12 @@ def _z(alpha: float) -> float:
     return float(torch.special.ndtri(torch.tensor(1.0 - alpha, dtype=torch.float64)))
 
 
+def _statistic(gap: torch.Tensor, se: torch.Tensor) -> torch.Tensor:
+    """``gap / se``, with ``-inf`` (``gap < 0``) or ``+inf`` (``gap >= 0``) where ``se = 0``."""
+    degenerate = torch.where(gap < 0, float("-inf"), float("inf")).to(gap.dtype)
+    return torch.where(se > 0, gap / torch.where(se > 0, se, 1.0), degenerate)
+
+
 def absolute_test(
     eps: torch.Tensor | float, se: torch.Tensor | float, *, eps0: float, alpha: float = 0.05
 ) -> AbsoluteTest:
@@ -366,9 +372,7 @@ def absolute_test(
         raise ValueError("se must be >= 0")
     z = _z(alpha)
     upper = eps + z * se
-    gap = eps - eps0
-    degenerate = torch.where(gap < 0, float("-inf"), float("inf")).to(dtype)
-    statistic = torch.where(se > 0, gap / torch.where(se > 0, se, 1.0), degenerate)
+    statistic = _statistic(eps - eps0, se)
     return AbsoluteTest(
         eps=eps, se=se, threshold=eps0, alpha=alpha, z=z, upper=upper,
         statistic=statistic, p_value=torch.special.ndtr(statistic), reject=upper < eps0,
@@ -436,6 +440,8 @@ class RelativeTest:
         se: ``(k,)`` their bootstrap standard errors.
         diff: ``(k, k)`` ``eps_i - eps_j``.
         diff_se: ``(k, k)`` bootstrap standard error of ``eps_i - eps_j`` (paired over replicates).
+        p_value: ``(k, k)`` one-sided normal p-value of ``H0: eps_i >= eps_j``,
+            ``Phi(diff / diff_se)``, **uncorrected** (multiply by ``n_tests`` for Bonferroni).
         decision: ``(k, k)`` bool, ``decision[i, j]``: ``H0: eps_i >= eps_j`` rejected, i.e. model
             ``i`` declared better than ``j`` (``diff + z diff_se < 0``); never true on the diagonal.
         wins: ``(k,)`` Borda score: the number of models each one is declared better than.
@@ -451,6 +457,7 @@ class RelativeTest:
     se: torch.Tensor
     diff: torch.Tensor
     diff_se: torch.Tensor
+    p_value: torch.Tensor
     decision: torch.Tensor
     wins: torch.Tensor
     ranking: torch.Tensor
@@ -504,7 +511,8 @@ def relative_test(
     wins = decision.sum(-1)
     order = sorted(range(k), key=lambda i: (-int(wins[i]), float(eps[i]), i))
     return RelativeTest(
-        eps=eps, se=reps.std(0), diff=diff, diff_se=diff_se, decision=decision, wins=wins,
+        eps=eps, se=reps.std(0), diff=diff, diff_se=diff_se,
+        p_value=torch.special.ndtr(_statistic(diff, diff_se)), decision=decision, wins=wins,
         ranking=torch.tensor(order), z=z, alpha=alpha, n_tests=n_tests, correction=correction,
         reduction=reduction,
     )

@@ -210,6 +210,15 @@ def test_bootstrap_rows_are_prompts_without_groups():
     torch.testing.assert_close(flat.replicates, grouped.replicates)
 
 
+def test_bootstrap_mixes_grouped_and_flat_inputs():
+    # a (P, G, d) array has prompt ids 0..P-1, so it pairs with flat rewards grouped by 0..P-1
+    a, b = _paired_shift(n_prompts=6, g=2)
+    ids = torch.arange(6).repeat_interleave(2)
+    mixed = bootstrap_eps([a, b.reshape(12, 2)], [None, ids], n_boot=20, boot_seed=4, **Q)
+    grouped = bootstrap_eps([a, b], n_boot=20, boot_seed=4, **Q)
+    torch.testing.assert_close(mixed.replicates, grouped.replicates)
+
+
 def test_bootstrap_seed_and_batching():
     a, b = _paired_shift(n_prompts=12, g=2, shift=0.0, seed=4)
     c = a + 0.3 * torch.randn(a.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
@@ -237,6 +246,7 @@ def test_bootstrap_seed_and_batching():
         ([torch.zeros(4, 1), torch.zeros(4, 1)], torch.tensor([0.0, 1.0, 2.0, 3.0]), {}, "integer"),
         ([torch.zeros(4, 1), torch.zeros(4, 1)], [torch.arange(4)], {}, "2 models"),
         ([torch.zeros(4), torch.zeros(4)], None, {}, "must have shape"),
+        ([torch.zeros(4, 1), torch.zeros(2, 2, 1)], [torch.tensor([0, 0, 2, 2]), None], {}, "different prompt ids"),
     ],
 )
 def test_bootstrap_bad_input(rewards, groups, kwargs, message):
@@ -313,6 +323,10 @@ def test_relative_test_hand_derived_and_bonferroni_stricter():
     assert plain.z == pytest.approx(1.6448536) and bonf.z == pytest.approx(1.9599640)
     assert bonf.n_tests == 2
     assert plain.decision.tolist() == [[False, True], [False, False]]
+    # Phi(-1.8) = 0.035930, Phi(1.8) = 0.964070; diagonal: se = 0, diff = 0 -> +inf -> 1
+    expected_p = torch.tensor([[1.0, 0.0359303], [0.9640697, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(plain.p_value, expected_p, rtol=0, atol=1e-6)
+    assert torch.equal(bonf.p_value, plain.p_value)
     assert bonf.decision.tolist() == [[False, False], [False, False]]
     assert plain.ranking.tolist() == [0, 1] and plain.wins.tolist() == [1, 0]
     assert bonf.ranking.tolist() == [0, 1]  # tie in wins broken by eps_0 = 0.41 < eps_1 = 0.59

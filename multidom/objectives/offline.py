@@ -17,6 +17,11 @@ Departures: not in either paper as such; it combines DPO's implicit candidate di
 the multivariate violation of arXiv 2406.06425. Attributes are z-scored on the batch's points
 (uniform weights) by default so that one cost and one ``beta`` fit all attributes; a constant
 attribute (zero spread) is left centred but unscaled.
+
+At the start of training the policy equals the reference, so both clouds coincide: a kink of the
+exact 1-D violation as a function of the weights. There the library's ``quantile`` / ``sliced``
+estimators currently return a zero weight-gradient (not a subgradient), so training would not
+leave the start; ``sinkhorn`` (smooth) is the default.
 """
 from __future__ import annotations
 
@@ -58,7 +63,7 @@ def offline_dominance_loss(
     rewards: torch.Tensor,
     *,
     beta: float = 1.0,
-    estimator: str = "quantile",
+    estimator: str = "sinkhorn",
     cost: str = "logistic",
     cost_beta: float = 1.0,
     margin: float = 0.0,
@@ -71,7 +76,7 @@ def offline_dominance_loss(
         logratios: ``(B, K)`` ``log π_θ(y_ik|x_i) - log π_ref(y_ik|x_i)``, ``K >= 2``.
         rewards: ``(B, K, d)`` reward vectors, higher is better on every attribute.
         beta: softmax gain of the candidate weights (the KL strength, see module doc).
-        estimator: ``quantile`` | ``sliced`` | ``sinkhorn`` | ``exact`` (:func:`multidom.violation`).
+        estimator: ``sinkhorn`` (default) | ``quantile`` | ``sliced`` | ``exact`` (:func:`multidom.violation`).
         cost, cost_beta, margin: the violation cost ``h`` and its gain / margin.
         normalize: ``zscore`` (default) or ``none``, applied to the ``B K`` points (no gradient).
         estimator_options: forwarded to :func:`multidom.violation` (``reg``, ``n_directions``, ...).

@@ -26,7 +26,7 @@ __all__ = ["MODEL_KEYS", "load_data", "build_args", "run_trainer"]
 MODEL_KEYS = ("name_or_path", "ref_model", "peft", "trust_remote_code", "dtype")
 DATA_KEYS = {
     "aot": ("train", "eval", "desirable", "undesirable"),
-    "offline": ("train", "eval", "completions_column", "reward_columns", "rewards_column"),
+    "offline": ("train", "eval", "completions_column", "reward_columns", "rewards_column", "reward_models"),
 }
 _FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 

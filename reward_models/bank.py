@@ -16,6 +16,7 @@ both monotone, hence dominance-preserving -- :mod:`reward_models.normalize`).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections import OrderedDict
@@ -28,7 +29,7 @@ import torch
 
 from reward_models.base import RewardModel, Text, check_batch, slice_columns, text_key, to_float
 from reward_models.normalize import NORMALIZERS, Normalizer
-from reward_models.registry import create
+from reward_models.registry import create, get_factory
 from reward_models.rules import CallableReward
 
 __all__ = ["RewardBank", "BankScores"]
@@ -68,11 +69,16 @@ class BankScores:
         return self.values[:, self.names.index(name)]
 
 
-def _as_model(spec: Any) -> RewardModel:
+def _as_model(spec: Any, device: str | None) -> RewardModel:
     if isinstance(spec, RewardModel):
         return spec
     if isinstance(spec, (str, Mapping)):
-        return create(spec)
+        kind = spec if isinstance(spec, str) else spec.get("type")
+        params = {}
+        if device is not None and isinstance(kind, str) and "device" not in (spec if isinstance(spec, Mapping) else {}):
+            if "device" in inspect.signature(get_factory(kind)).parameters:
+                params["device"] = device
+        return create(spec, **params)
     if callable(spec):  # a plain TRL-style reward function
         return CallableReward(spec)
     raise ValueError(f"RewardBank: cannot use {type(spec).__name__} as a reward model (name, mapping or callable)")
@@ -91,10 +97,13 @@ class RewardBank:
         batch_size: most texts per model call.
         normalize: ``None``, ``"zscore"`` or ``"cdf"``; fitted with :meth:`fit_normalizer` or :meth:`load_stats`.
         on_error: ``"raise"`` or ``"skip"``, for every model or per model name (``{"relevance": "skip"}``; models
-            not named raise).
+            not named raise). ``"skip"`` masks that attribute on the inputs where the model raised (logged as a
+            warning; not cached, so they are retried next call); the other attributes are unaffected.
         cache: keep the scores of cacheable models by (prompt, completion).
         cache_size: most cached pairs per model (oldest evicted first).
         dtype: dtype of the returned tensors.
+        device: device for the models the bank builds from names/specs (those whose factory takes ``device``,
+            e.g. ``hf_classifier``, ``relevance``); built models keep their own. Scores come back on the CPU.
     """
 
     def __init__(
@@ -107,6 +116,7 @@ class RewardBank:
         cache: bool = True,
         cache_size: int = 1_000_000,
         dtype: torch.dtype = torch.float32,
+        device: str | None = None,
     ) -> None:
         if isinstance(models, (str, Mapping)) or not isinstance(models, Sequence) or len(models) == 0:
             raise ValueError("RewardBank needs a non-empty list of reward models")
@@ -114,7 +124,7 @@ class RewardBank:
             raise ValueError(f"RewardBank: batch_size must be a positive int, got {batch_size!r}")
         if normalize is not None and normalize not in NORMALIZERS:
             raise ValueError(f"RewardBank: unknown normalize={normalize!r}; choose None or {', '.join(NORMALIZERS)}")
-        self.models = [_as_model(m) for m in models]
+        self.models = [_as_model(m, device) for m in models]
         self.names: tuple[str, ...] = tuple(a for m in self.models for a in m.attribute_names)
         dup = sorted({a for a in self.names if self.names.count(a) > 1})
         if dup:
@@ -178,34 +188,33 @@ class RewardBank:
     ) -> torch.Tensor:
         """``(n, k_j)`` float64 raw scores of model ``j`` (NaN where missing)."""
         model = self.models[j]
-        k = len(model.attribute_names)
         use_cache = self.cache and model.cacheable
         cache = self._caches[j]
-        out = torch.full((n, k), math.nan, dtype=torch.float64)
-        todo: dict[tuple[str, str], list[int]] = {}
+        missing = (math.nan,) * len(model.attribute_names)
+        rows: list[tuple[float, ...]] = [missing] * n
+        todo: dict[Any, list[int]] = {}  # one entry per distinct pair to score -> the rows that share it
         for i, key in enumerate(keys):
-            if use_cache and key in cache:
-                out[i] = torch.tensor(cache[key], dtype=torch.float64)
-            elif use_cache:
-                todo.setdefault(key, []).append(i)
+            if not use_cache:
+                todo[i] = [i]  # every row is scored (the score may depend on other columns)
+            elif key in cache:
+                rows[i] = cache[key]
             else:
-                todo[(str(i), "")] = [i]  # not cacheable: every row is scored (columns may differ)
-        first = [rows[0] for rows in todo.values()]
+                todo.setdefault(key, []).append(i)
+        first = [shared[0] for shared in todo.values()]
         for start in range(0, len(first), self.batch_size):
             idx = first[start:start + self.batch_size]
             for i, row in zip(idx, self._run(model, idx, prompts, completions, columns, n)):
                 if row is None:  # the model raised on this input and the bank skips it: masked, not cached
                     continue
-                out[i] = torch.tensor(row, dtype=torch.float64)
+                rows[i] = row
                 if use_cache:
                     cache[keys[i]] = row
                     if len(cache) > self.cache_size:
                         cache.popitem(last=False)
-        if use_cache:
-            for rows in todo.values():
-                for i in rows[1:]:
-                    out[i] = out[rows[0]]
-        return out
+        for shared in todo.values():
+            for i in shared[1:]:
+                rows[i] = rows[shared[0]]
+        return torch.tensor(rows, dtype=torch.float64)
 
     def _call(
         self, model: RewardModel, idx: list[int], prompts: Sequence[Text], completions: Sequence[Text],

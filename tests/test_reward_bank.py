@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import reward_models as rm
 from reward_models import BankScores, RewardBank, RewardModel
 from reward_models.rules import CallableReward, ColumnReward, LengthReward
 
@@ -207,3 +208,33 @@ def test_bank_bad_construction():
         RewardBank([LengthReward()], normalize="rank")
     with pytest.raises(ValueError, match="cannot use int"):
         RewardBank([3])
+
+
+def test_trl_call_signature_and_extra_kwargs():
+    """TRL's GRPOTrainer calls reward functions with these keywords; every model must accept and ignore them."""
+    kwargs = {"completion_ids": [[1, 2], [3]], "trainer_state": object(), "log_extra": print, "log_metric": print}
+    for spec in ("length", "brevity", {"type": "regex", "pattern": "a"}, {"type": "format", "format": "json"}):
+        model = rm.create(spec)
+        assert len(model(prompts=["p", "q"], completions=["a b", "c"], **kwargs)) == 2
+    s = RewardBank(["length", CallableReward(lambda p, c, **kw: [float(len(kw["completion_ids"][i])) for i in
+                                                               range(len(c))], name="ids")])
+    assert s(["p", "q"], ["a b", "c"], **kwargs).values.tolist() == [[2.0, 2.0], [1.0, 1.0]]
+
+
+def test_bank_passes_device_to_models_it_builds():
+    from reward_models import registry
+
+    seen = {}
+
+    def factory(*, device: str = "default", name: str = "probe_device"):
+        seen["device"] = device
+        return LengthReward(name=name)
+
+    rm.register("probe_device", replace=True)(factory)
+    try:
+        RewardBank(["probe_device", "length"], device="cpu")
+        assert seen["device"] == "cpu"
+        RewardBank([{"type": "probe_device", "device": "meta"}], device="cpu")
+        assert seen["device"] == "meta"  # an explicit spec wins
+    finally:
+        registry._REGISTRY.pop("probe_device", None)

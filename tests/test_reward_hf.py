@@ -110,3 +110,19 @@ def test_bad_options(tmp_path):
         rm.create("hf_classifier", model=str(tmp_path), head=0, chat_template=True)
     with pytest.raises(ValueError, match="unknown dtype"):
         rm.create("hf_classifier", model=str(tmp_path), head=0, dtype="float7")
+
+
+def test_chat_template_changes_the_input(tmp_path):
+    """The template test above can fail: with and without the template the classifier sees different text."""
+    _save_tiny(tmp_path, num_labels=1, chat_template=TEMPLATE)
+    templ = rm.create("hf_classifier", model=str(tmp_path))
+    plain = rm.create("hf_classifier", model=str(tmp_path), chat_template=False)
+    assert not torch.allclose(torch.tensor(templ(PROMPTS, COMPS)), torch.tensor(plain(PROMPTS, COMPS)))
+
+
+def test_length_in_tokens_of_a_local_tokenizer(tmp_path):
+    _save_tiny(tmp_path, num_labels=1)
+    m = rm.create("length", unit="tokens", tokenizer=str(tmp_path))
+    # word-level tokenizer with the BERT pre-tokenizer: "hello, there" -> hello , there (no special tokens)
+    assert m(["p", "p"], ["hello, there", "i am fine"]) == [3.0, 3.0]
+    assert rm.create("length", unit="tokens", tokenizer=str(tmp_path), target=2)(["p"], ["hello"]) == [-1.0]

@@ -32,6 +32,8 @@ from typing import Callable
 
 import torch
 
+from multidom.estimators import ESTIMATORS
+
 __all__ = [
     "GROUPINGS",
     "NORMALISERS",
@@ -44,12 +46,11 @@ __all__ = [
 
 ViolationFn = Callable[[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
 
-# Which keyword arguments of ``multidom.violation`` each estimator reads (besides cost/beta/margin).
+# Which keyword arguments of ``multidom.violation`` each estimator reads (besides cost/beta/margin),
+# read from the estimator table so the two cannot drift apart.
 ESTIMATOR_PARAMS: dict[str, tuple[str, ...]] = {
-    "exact": (),
-    "quantile": (),
-    "sliced": ("n_directions", "directions", "seed"),
-    "sinkhorn": ("reg", "backend", "max_iter", "tol", "part"),
+    name: tuple(k for k in est.options if k not in ("return_plan", "num_iter_max"))
+    for name, est in ESTIMATORS.items()
 }
 
 
@@ -73,7 +74,16 @@ def make_violation(
             positive, negative, estimator=estimator, cost=cost, beta=beta, margin=margin, **kept
         )
 
+    violation.piecewise_linear = estimator in PIECEWISE_LINEAR  # type: ignore[attr-defined]
     return violation
+
+
+#: Estimators whose value is piecewise linear in the weights (sorting / quantile coupling): at equal cloud
+#: sizes every cumulative weight ``i/G`` ties with a ``j/M`` and the autograd derivative there is not a
+#: subgradient (measured: all zeros for G = M with ``multidom.ot1d`` at the time of writing).
+#: :func:`dominance_potentials` averages the two one-sided derivatives instead (see there).
+PIECEWISE_LINEAR = frozenset({"quantile", "sliced"})
+TIE_JITTER = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,10 +220,16 @@ def dominance_potentials(
         return Potentials(phi, valid, active, x.new_zeros(()))
     if grouping == "pooled":  # only active prompts' samples enter the pooled cloud
         xm = valid.reshape(1, -1)
-    w = xm.to(x.dtype).requires_grad_(True)
-    with torch.enable_grad():
-        value = violation((xs, w), (ys, ym.to(y.dtype))).sum()
-        (grad,) = torch.autograd.grad(value, w)
+    base = xm.to(x.dtype)
+    if getattr(violation, "piecewise_linear", False):
+        # D is convex and piecewise linear in the weights; at the tie w = 1 take the mean of the derivatives
+        # at w (1 +- TIE_JITTER * ramp) -- each a one-sided derivative, their mean a subgradient.
+        ramp = torch.arange(1, base.shape[-1] + 1, dtype=x.dtype, device=x.device) / base.shape[-1]
+        grads = [_weight_grad(violation, xs, base * (1 + s * TIE_JITTER * ramp), ys, ym) for s in (1.0, -1.0)]
+        grad = 0.5 * (grads[0] + grads[1])
+        value = violation((xs, base), (ys, ym.to(y.dtype))).sum().detach()
+    else:
+        grad, value = _weight_grad(violation, xs, base, ys, ym, with_value=True)
     grad = grad * xm.sum(-1, keepdim=True).to(x.dtype) * xm.to(x.dtype)
     if grouping == "pooled":
         phi = grad.reshape(phi.shape)
@@ -224,6 +240,15 @@ def dominance_potentials(
         raise FloatingPointError("the estimator returned non-finite potentials; check the estimator parameters "
                                  "(e.g. a too-small sinkhorn reg) and the reward scale")
     return Potentials(phi.detach(), valid, active, value.detach())
+
+
+def _weight_grad(violation, xs, w, ys, ym, with_value=False):
+    """``dD/dw`` (and ``D`` summed over the batch when ``with_value``)."""
+    w = w.detach().requires_grad_(True)
+    with torch.enable_grad():
+        value = violation((xs, w), (ys, ym.to(ys.dtype))).sum()
+        (grad,) = torch.autograd.grad(value, w)
+    return (grad, value.detach()) if with_value else grad
 
 
 def advantages_from_potentials(phi: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,11 @@ class OnlineDominanceConfig(GRPOConfig):
     reg: float = field(
         default=0.1, metadata={"help": "Entropic regularisation lambda of the sinkhorn estimator."}
     )
+    tol: float = field(
+        default=1e-4,
+        metadata={"help": "Sinkhorn stopping tolerance on the marginal error (advantages need no more)."},
+    )
+    max_iter: int = field(default=1000, metadata={"help": "Cap on Sinkhorn iterations."})
     n_directions: int = field(
         default=64, metadata={"help": "Number of projection directions of the sliced estimator."}
     )
@@ -144,7 +149,8 @@ class OnlineDominanceConfig(GRPOConfig):
         The sliced directions are seeded with ``seed + step`` so every process draws the same ones.
         """
         kwargs: dict[str, Any] = dict(
-            cost=self.cost, beta=self.cost_beta, margin=self.margin, reg=self.reg,
+            cost=self.cost, beta=self.cost_beta, margin=self.margin, reg=self.reg, tol=self.tol,
+            max_iter=self.max_iter,
             n_directions=self.n_directions, directions=self.directions, seed=int(self.seed) + int(step),
         )
         kwargs.update(self.estimator_kwargs or {})
@@ -153,7 +159,7 @@ class OnlineDominanceConfig(GRPOConfig):
 
 #: The fields this class adds to GRPOConfig (for docs and config sections).
 DOMINANCE_FIELDS: tuple[str, ...] = (
-    "rewards", "estimator", "cost", "cost_beta", "margin", "reg", "n_directions", "directions",
+    "rewards", "estimator", "cost", "cost_beta", "margin", "reg", "tol", "max_iter", "n_directions", "directions",
     "estimator_kwargs", "grouping", "normalisation", "baseline_source", "baseline_samples",
     "baseline_response_column", "baseline_rewards_column", "buffer_steps", "all_estimators_steps", "plot_steps",
 )

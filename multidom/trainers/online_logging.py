@@ -52,6 +52,7 @@ def eps_per_prompt(
         if xs.shape[1] == 0 or ys.shape[1] == 0:
             return float("nan")
         return float(multidom.violation_ratio(xs, ys, estimator=estimator, **kept).mean())
+    x, y = torch.nan_to_num(x), torch.nan_to_num(y)  # masked points carry weight 0
     active = xm.any(-1) & ym.any(-1)
     if not active.any():
         return float("nan")

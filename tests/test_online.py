@@ -1,0 +1,195 @@
+"""Online dominance objective and its TRL reward aggregator: hand numbers, masking, bad input (issue 5)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from multidom.objectives.online import (
+    advantages_from_potentials,
+    dominance_potentials,
+    make_violation,
+    normalise,
+)
+from multidom.trainers.online import DominanceReward, OnlineDominanceConfig
+from multidom.trainers.online_baseline import Scorer, as_bank
+
+
+def _cfg(tmp_path, **kw) -> OnlineDominanceConfig:
+    base = dict(output_dir=str(tmp_path), report_to="none", num_generations=2, per_device_train_batch_size=4,
+                estimator="quantile", normalisation="none", plot_steps=0, all_estimators_steps=0, use_cpu=True)
+    base.update(kw)
+    return OnlineDominanceConfig(**base)
+
+
+def _table_scorer(table: dict[str, list[float | None]]) -> Scorer:
+    """A bank that looks each completion up in ``table`` (completion -> d-vector, None = masked)."""
+    d = len(next(iter(table.values())))
+
+    def fn(prompts, completions, **_):
+        return [[math.nan if v is None else v for v in table[c]] for c in completions]
+
+    return Scorer(fn, [f"r{k}" for k in range(d)])
+
+
+# ----------------------------------------------------------------------------- hand-derived potentials
+@pytest.mark.parametrize("estimator", ["quantile", "exact"])
+def test_potentials_hand_values(estimator):
+    # d = 1, policy x = (0, 2), baseline y = (1, 1), hinge. With a = (a1, 1 - a1) the quantile coupling
+    # (= exact OT) gives D = a1 * h(1 - 0) + (1 - a1) * h(1 - 2) = a1. With raw weights w, a1 = w1 / (w1 + w2),
+    # so dD/dw1 = w2 / (w1 + w2)^2 = 1/4 and dD/dw2 = -1/4; phi = n * dD/dw = (0.5, -0.5); A = -phi = (-0.5, 0.5).
+    x = torch.tensor([[[0.0], [2.0]]])
+    y = torch.tensor([[[1.0], [1.0]]])
+    ones = torch.ones(1, 2, dtype=torch.bool)
+    pot = dominance_potentials(x, ones, y, ones, make_violation(estimator, cost="hinge"))
+    assert pot.phi[0].tolist() == pytest.approx([0.5, -0.5], abs=1e-6)
+    assert float(pot.violation) == pytest.approx(0.5, abs=1e-6)
+    assert advantages_from_potentials(pot.phi, pot.valid)[0].tolist() == pytest.approx([-0.5, 0.5], abs=1e-6)
+
+
+def test_better_sample_gets_larger_advantage_every_estimator():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 2)
+    x[:, 0] += 3.0  # dominates the baseline
+    x[:, 1] -= 3.0  # dominated by it
+    y = torch.randn(3, 5, 2)
+    xm, ym = torch.ones(3, 4, dtype=torch.bool), torch.ones(3, 5, dtype=torch.bool)
+    for est in ("exact", "quantile", "sliced", "sinkhorn"):
+        for grouping in ("per_prompt", "pooled"):
+            pot = dominance_potentials(x, xm, y, ym, make_violation(est, seed=0), grouping)
+            adv = advantages_from_potentials(pot.phi, pot.valid)
+            assert (adv[:, 0] > 0).all() and (adv[:, 1] < 0).all(), (est, grouping)
+            assert adv.sum(-1).abs().max() < 1e-5  # centred per prompt
+
+
+def test_masked_sample_leaves_the_cloud():
+    torch.manual_seed(1)
+    x, y = torch.randn(2, 3, 2), torch.randn(2, 4, 2)
+    ones_x, ones_y = torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 4, dtype=torch.bool)
+    v = make_violation("sinkhorn", reg=0.1, tol=1e-8)
+    ref = dominance_potentials(x[:, :2], ones_x[:, :2], y, ones_y, v)
+    x_nan = x.clone()
+    x_nan[:, 2] = float("nan")  # third sample masked (NaN reward): must not change the others' potentials
+    pot = dominance_potentials(x_nan, ones_x, y, ones_y, v)
+    assert pot.valid[:, 2].tolist() == [False, False]
+    assert pot.phi[:, 2].tolist() == [0.0, 0.0]
+    torch.testing.assert_close(pot.phi[:, :2], ref.phi, atol=1e-4, rtol=1e-4)
+
+
+def test_prompt_without_baseline_is_skipped_not_nan():
+    x, y = torch.randn(2, 3, 2), torch.randn(2, 4, 2)
+    xm = torch.ones(2, 3, dtype=torch.bool)
+    ym = torch.ones(2, 4, dtype=torch.bool)
+    ym[1] = False
+    pot = dominance_potentials(x, xm, y, ym, make_violation("quantile"))
+    assert pot.active.tolist() == [True, False]
+    assert pot.phi[1].tolist() == [0.0, 0.0, 0.0] and torch.isfinite(pot.phi).all()
+
+
+def test_attribute_count_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="d = 3 attributes but the reward bank gives d = 2"):
+        dominance_potentials(torch.zeros(1, 2, 2), torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2, 3),
+                             torch.ones(1, 2, dtype=torch.bool), make_violation("quantile"))
+
+
+def test_unknown_estimator_and_grouping():
+    with pytest.raises(ValueError, match="unknown estimator 'sinkhorm'"):
+        make_violation("sinkhorm")
+    with pytest.raises(ValueError, match="unknown grouping"):
+        dominance_potentials(torch.zeros(1, 2, 1), torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2, 1),
+                             torch.ones(1, 2, dtype=torch.bool), make_violation("quantile"), "per_token")
+
+
+# ------------------------------------------------------------------------------------- normalisation
+def test_zscore_and_cdf_hand_values():
+    base = torch.tensor([[[0.0, 5.0], [2.0, 5.0]]])  # attribute 0: mean 1, std 1; attribute 1 constant
+    ym = torch.ones(1, 2, dtype=torch.bool)
+    pol = torch.tensor([[[3.0, 6.0]]])
+    xz, yz = normalise(pol, base, ym, "zscore")
+    assert xz.tolist() == [[[2.0, 1.0]]]  # constant attribute only centred
+    assert yz.tolist() == [[[-1.0, 0.0], [1.0, 0.0]]]
+    xc, yc = normalise(pol, base, ym, "cdf")
+    assert xc.tolist() == [[[1.0, 1.0]]]
+    assert yc.tolist() == [[[0.25, 0.5], [0.75, 0.5]]]  # mid-ranks: (0 + 1) / 4, (1 + 2) / 4; ties (2 + 2) / 4
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalise(pol, base, ym, "minmax")
+
+
+# --------------------------------------------------------------------------- the TRL reward aggregator
+def _trl_advantages(rewards: list[float | None], G: int) -> torch.Tensor:
+    """TRL 1.16 GRPO, one reward function, sum_then_normalize, scale_rewards='none' (grpo_trainer.py)."""
+    r = torch.tensor([math.nan if v is None else v for v in rewards])
+    mean = torch.nanmean(r.view(-1, G), dim=1).repeat_interleave(G)
+    return torch.nan_to_num(r - mean, nan=0.0)
+
+
+def test_aggregator_masking_counts_and_trl_advantages(tmp_path):
+    table = {"good": [1.0, 1.0], "bad": [-1.0, 0.0], "mid": [0.0, 0.5], "none": [None, 1.0]}
+    cfg = _cfg(tmp_path, num_generations=3, per_device_train_batch_size=6)
+    agg = DominanceReward(_table_scorer(table), cfg)
+    logged: dict[str, float] = {}
+    extra: dict[str, list] = {}
+    baseline = [[[0.0, 0.0], [0.5, 0.5]]] * 6
+    out = agg(["p", "p", "p", "q", "q", "q"], ["good", "none", "bad", "mid", "none", "none"],
+              completion_ids=[[1]] * 6, baseline_rewards=baseline,
+              log_metric=logged.__setitem__, log_extra=extra.__setitem__)
+    assert out[1] is None and out[4] is None and out[5] is None
+    assert logged["dominance/masked_fraction"] == pytest.approx(0.5)
+    assert logged["dominance/skipped_prompts"] == 0.0
+    assert extra["r0"][0] == 1.0 and math.isnan(extra["r0"][1])
+    adv = _trl_advantages(out, 3)
+    expected = advantages_from_potentials(agg.last["phi"], agg.last["valid"]).reshape(-1)
+    torch.testing.assert_close(adv, expected.float(), atol=1e-6, rtol=0)
+    assert adv[0] > 0 > adv[2] and adv[1] == 0 and adv[3:].abs().max() == 0  # lone valid sample: A = 0
+    # the masked samples did not enter the cloud: same potentials as without them
+    agg2 = DominanceReward(_table_scorer(table), _cfg(tmp_path, num_generations=2))
+    out2 = agg2(["p", "p"], ["good", "bad"], baseline_rewards=baseline[:2])
+    assert [out[0], out[2]] == pytest.approx(out2, abs=1e-3)  # tie jitter of the quantile estimator
+
+
+def test_aggregator_bad_input(tmp_path):
+    table = {"a": [1.0, 0.0], "b": [0.0, 1.0], "n": [None, None]}
+    cfg = _cfg(tmp_path)
+    with pytest.raises(ValueError, match="no attributes"):
+        as_bank([])
+    with pytest.raises(ValueError, match="no attributes"):
+        Scorer(lambda p, c: [], [])
+    agg = DominanceReward(_table_scorer(table), cfg)
+    with pytest.raises(ValueError, match="baseline has d = 3 attributes but the reward bank gives d = 2"):
+        agg(["p", "p"], ["a", "b"], baseline_rewards=[[[0.0, 0.0, 0.0]]] * 2)
+    with pytest.raises(ValueError, match="no baseline column"):
+        agg(["p", "p"], ["a", "b"])
+    logged: dict[str, float] = {}
+    # prompt q has an empty baseline: logged skip, advantage 0, no NaN
+    out = agg(["p", "p", "q", "q"], ["a", "b", "a", "b"], baseline_rewards=[[[0.5, 0.5]]] * 2 + [[]] * 2,
+              log_metric=logged.__setitem__)
+    assert out[2:] == [0.0, 0.0] and logged["dominance/skipped_prompts"] == 1.0
+    assert all(math.isfinite(v) for v in out)
+    # every generation masked: all None (TRL gives them advantage 0), everything skipped, no error
+    logged.clear()
+    out = agg(["p", "p"], ["n", "n"], baseline_rewards=[[[0.5, 0.5]]] * 2, log_metric=logged.__setitem__)
+    assert out == [None, None]
+    assert logged["dominance/masked_fraction"] == 1.0 and logged["dominance/skipped_prompts"] == 1.0
+
+
+def test_buffer_baseline(tmp_path):
+    table = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [2.0, 2.0]}
+    agg = DominanceReward(_table_scorer(table), _cfg(tmp_path, baseline_source="buffer", buffer_steps=1))
+    logged: dict[str, float] = {}
+    first = agg(["p", "p"], ["a", "b"], log_metric=logged.__setitem__)
+    assert first == [0.0, 0.0] and logged["dominance/skipped_prompts"] == 1.0  # empty buffer: logged skip
+    second = agg(["p", "p"], ["c", "a"])
+    assert second[0] > second[1]  # (2, 2) beats the buffered cloud {(1, 0), (0, 1)} more than (1, 0) does
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="scale_rewards must be 'none'"):
+        _cfg(tmp_path, scale_rewards="group")
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        _cfg(tmp_path, estimator="wasserstein")
+    with pytest.raises(ValueError, match="baseline_source must be one of"):
+        _cfg(tmp_path, baseline_source="ref")
+    cfg = _cfg(tmp_path, estimator="sliced", seed=3)
+    assert cfg.beta > 0  # KL on by default
+    assert cfg.violation_kwargs(step=4)["seed"] == 7  # same slices on every process, new ones every step

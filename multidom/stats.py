@@ -474,6 +474,7 @@ def relative_test(
     alpha: float = 0.05,
     correction: str = "bonferroni",
     reduction: str = "mean",
+    atol: float | None = None,
 ) -> RelativeTest:
     """Which of ``k`` models dominates the others, with family-wise error control.
 
@@ -491,6 +492,10 @@ def relative_test(
         alpha: family-wise level in ``(0, 1)``.
         correction: ``"bonferroni"`` (default) or ``"none"`` (per-test level ``alpha``).
         reduction: ``"mean"`` (default) or ``"sum"`` for the one-versus-all ratio.
+        atol: differences and standard errors up to ``atol`` are set to 0 (ties). ``eps_ji`` is
+            stored as ``1 - eps_ij``, so two models with identical rewards differ by rounding
+            (~1e-16), and without this a zero standard error would turn that noise into a
+            decision. Default ``64 * finfo(dtype).eps``.
     Returns:
         :class:`RelativeTest`.
     Raises:
@@ -504,8 +509,11 @@ def relative_test(
     k = eps.shape[-1]
     n_tests = k * (k - 1)
     z = _z(_CORRECTIONS[correction](alpha, n_tests))
-    diff = eps[:, None] - eps[None, :]
-    diff_se = (reps[:, :, None] - reps[:, None, :]).std(0)
+    if atol is None:
+        atol = 64 * torch.finfo(eps.dtype).eps
+    snap = lambda t: torch.where(t.abs() <= atol, torch.zeros_like(t), t)  # noqa: E731
+    diff = snap(eps[:, None] - eps[None, :])
+    diff_se = snap((reps[:, :, None] - reps[:, None, :]).std(0))
     decision = diff + z * diff_se < 0
     decision.fill_diagonal_(False)
     wins = decision.sum(-1)

@@ -342,16 +342,19 @@ def _three_models(n_prompts=60, g=4, seed=0):
     return [base, good, copy]
 
 
-def test_relative_test_ranks_dominating_model_first():
-    rewards = _three_models()
-    boot = bootstrap_eps(rewards, n_boot=200, boot_seed=0, **Q)
+@pytest.mark.parametrize("options", [
+    Q, {"estimator": "sliced", "seed": 0, "n_directions": 16}, {"estimator": "sinkhorn", "reg": 0.2},
+], ids=lambda o: o["estimator"])
+def test_relative_test_ranks_dominating_model_first(options):
+    rewards = _three_models(n_prompts=20, g=4)
+    boot = bootstrap_eps(rewards, n_boot=100, boot_seed=0, **options)
     rel = relative_test(boot)
     assert rel.ranking[0] == 1
     assert rel.decision[1, 0] and rel.decision[1, 2]
     # a model is never declared better than itself or than its identical copy
     assert not rel.decision.diagonal().any()
     assert not rel.decision[0, 2] and not rel.decision[2, 0]
-    torch.testing.assert_close(boot.replicates[:, 0, 2], torch.full((200,), 0.5, dtype=torch.float64))
+    torch.testing.assert_close(boot.replicates[:, 0, 2], torch.full((100,), 0.5, dtype=torch.float64))
     # absolute test: the dominating model almost dominates both others at eps0 = 0.3
     absolute = absolute_test(boot.eps, boot.se, eps0=0.3)
     assert absolute.reject[1, 0] and absolute.reject[1, 2]
@@ -394,3 +397,12 @@ def test_borda_hand_derived():
     assert borda(torch.tensor([2, 0, 1])).tolist() == [1, 0, 2]
     with pytest.raises(ValueError, match="permutation"):
         borda(torch.tensor([[0, 0, 1]]))
+
+
+def test_relative_test_rounding_is_a_tie():
+    # eps_01 = 1/2 - 1 ulp: two identical models up to the rounding of eps_ji = 1 - eps_ij.
+    boot = _two_model_boot(0.5 - 2.0**-54, 1e-18)
+    assert relative_test(boot, atol=0.0).decision[0, 1]  # noise turned into a decision
+    tie = relative_test(boot)
+    assert not tie.decision.any()
+    assert tie.diff.abs().max() == 0 and tie.p_value[0, 1] == 1.0

@@ -43,8 +43,9 @@ RUNNERS: dict[str, str] = {
 
 #: Config keys whose value, when it looks like a local path (``/``, ``./``, ``../``, ``~``), must exist.
 _PATH_KEYS = frozenset({
-    "model", "model_name_or_path", "model_path", "ref_model", "ref_model_name_or_path", "reference_model",
-    "tokenizer", "tokenizer_name_or_path", "checkpoint", "path", "prompts", "completions",
+    "model", "name_or_path", "model_name_or_path", "model_path", "ref_model", "ref_model_name_or_path",
+    "reference_model", "tokenizer", "tokenizer_name_or_path", "checkpoint", "path", "prompts", "completions",
+    "train", "eval", "desirable", "undesirable", "data_files",
 })
 _EXIT_ERROR = 1
 _EXIT_INTERRUPT = 130
@@ -130,7 +131,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _finish_wandb(exit_code: int) -> None:
-    """Close an active wandb run so its offline files are complete (no-op when wandb was not used)."""
+    """Close an active wandb run so its offline files are complete and synced later with
+    ``wandb sync <output_dir>/wandb/offline-run-*`` (no-op when wandb was not used)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         try:
@@ -154,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"multidom: no checkpoint in {out} yet; starting from scratch", file=sys.stderr)
     print(f"multidom: {trainer} run from {config_path} -> {out}", file=sys.stderr)
     summary = runner(config, output_dir=str(out), resume=bool(args.resume))
+    _finish_wandb(0)  # transformers leaves its wandb run open; close it so the offline files are complete
     _write_summary(out / "summary.json", {"trainer": trainer, "config": str(config_path), **(summary or {})})
     print(f"multidom: done; outputs in {out}", file=sys.stderr)
     return 0

@@ -1,0 +1,249 @@
+"""multidom.evaluation: hand-derived eps/statistics, masks, completion files, generation + KL, report files.
+
+The tiny language model of these tests (``save_tiny_lm``) is a random 1-layer Llama with a
+word-level tokenizer and a chat template, saved to a tmp dir and loaded back like a user's model.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from multidom.evaluation import (
+    evaluate,
+    evaluate_completions,
+    evaluate_models,
+    generate,
+    kl_estimate,
+    load_model,
+    read_completions,
+    read_prompts,
+    score,
+    sequence_logprobs,
+    summary_table,
+    write_completions,
+    write_report,
+)
+
+WORDS = ("hello hi good great bad awful fine thanks yes no maybe the a is you i am very "
+         "what how why today weather nice day sun rain happy sad").split()
+PROMPTS = ["hello how are you", "what is the weather", "is it a nice day", "why are you sad"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ '<' + m['role'] + '> ' + m['content'] + ' ' + eos_token + ' ' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}"
+)
+
+
+def save_tiny_lm(path: Path, seed: int = 0, hidden: int = 16) -> Path:
+    """A random tiny Llama + word-level tokenizer with a chat template, saved with save_pretrained."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>", "<user>", "<assistant>", "<system>"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS + ["are", "it"])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", additional_special_tokens=specials[4:])
+    fast.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 0
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_lms(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lms")
+    return {"ref": save_tiny_lm(root / "ref", seed=0), "other": save_tiny_lm(root / "other", seed=1)}
+
+
+# ------------------------------------------------------------------------------ hand-derived numbers
+# Reference cloud {0, 1, 2, 3}, other {1, 2, 2, 2} (B = 2 prompts x G = 2, d = 1), hinge cost h(t) = max(t, 0).
+# Sorted pairs (p_(i), q_(i)) = (1,0) (2,1) (2,2) (2,3):
+#   D(other ≽ ref) = mean h(q - p) = (0 + 0 + 0 + 1) / 4 = 1/4
+#   D(ref ≽ other) = mean h(p - q) = (1 + 1 + 0 + 0) / 4 = 1/2
+#   eps(other ≽ ref) = (1/4) / (1/4 + 1/2) = 1/3.
+# The z-score (one increasing affine map per attribute) leaves it unchanged: hinge is positively homogeneous
+# and shifts cancel in q - p.
+REF = torch.tensor([[[0.0], [1.0]], [[2.0], [3.0]]])
+OTHER = torch.tensor([[[1.0], [2.0]], [[2.0], [2.0]]])
+
+
+@pytest.mark.parametrize("normalize", ["none", "zscore"])
+def test_eps_matrix_hand_derived(normalize):
+    res = evaluate({"ref": REF, "other": OTHER}, ["x"], estimators=["quantile"], n_boot=20, normalize=normalize)
+    eps = res.dominance["quantile"]["eps"]
+    assert eps[1][0] == pytest.approx(1 / 3, abs=1e-6)
+    assert eps[0][1] == pytest.approx(2 / 3, abs=1e-6)
+    assert eps[0][0] == eps[1][1] == 0.5
+    assert res.dominance["quantile"]["relative"]["ranking"] == ["other", "ref"]
+
+
+def test_attribute_stats_hand_derived():
+    res = evaluate({"ref": REF, "other": OTHER}, ["x"], estimators=["quantile"], n_boot=50)
+    st = res.stats["other"]["x"]
+    assert st["mean"] == pytest.approx(7 / 4)
+    assert st["q10"] == pytest.approx(1.3)  # linear interpolation: 1 + 0.3 * (2 - 1)
+    assert st["q50"] == pytest.approx(2.0)
+    assert st["delta"] == pytest.approx(7 / 4 - 6 / 4)
+    assert res.stats["ref"]["x"]["delta"] == 0.0 and res.stats["ref"]["x"]["delta_se"] == 0.0
+    # prompt-bootstrap se of the mean: per-prompt means are 1.5 and 2 -> se > 0 and below the range
+    assert 0.0 < st["se"] < 0.5
+
+
+def test_masked_completions_leave_the_clouds():
+    nan = float("nan")
+    ref = torch.tensor([[[0.0], [1.0], [nan]], [[2.0], [3.0], [nan]]])
+    other = torch.tensor([[[1.0], [nan], [2.0]], [[2.0], [2.0], [nan]]])
+    res = evaluate({"ref": ref, "other": other}, ["x"], estimators=["quantile"], n_boot=20, normalize="none")
+    assert res.dominance["quantile"]["eps"][1][0] == pytest.approx(1 / 3, abs=1e-6)
+    assert res.masked == {"ref": 2, "other": 2} and res.dropped_prompts == 0
+    assert res.stats["other"]["x"]["n"] == 4
+
+
+def test_prompt_without_valid_completion_is_dropped_for_all_models():
+    nan = float("nan")
+    ref = torch.cat([REF, torch.tensor([[[5.0], [5.0]]])])
+    other = torch.cat([OTHER, torch.tensor([[[nan], [nan]]])])
+    res = evaluate({"ref": ref, "other": other}, ["x"], estimators=["quantile"], n_boot=20, normalize="none")
+    assert res.dropped_prompts == 1
+    assert res.dominance["quantile"]["eps"][1][0] == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_dominating_model_passes_the_absolute_test():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(30, 4, 2, generator=g)
+    res = evaluate({"ref": ref, "up": ref + 2.0}, ["a", "b"], estimators=["quantile", "sinkhorn"], n_boot=50)
+    for est in ("quantile", "sinkhorn"):
+        d = res.dominance[est]
+        assert d["eps"][1][0] < 0.05 and d["absolute"]["reject"][1][0] and not d["absolute"]["reject"][0][1]
+        assert d["low"][1][0] <= d["eps"][1][0] + 1e-9 <= d["high"][1][0] + 2e-9
+        assert d["relative"]["ranking"] == ["up", "ref"]
+
+
+def test_evaluate_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least 2 models"):
+        evaluate({"ref": REF}, ["x"])
+    with pytest.raises(ValueError, match="same shape"):
+        evaluate({"ref": REF, "other": OTHER[:1]}, ["x"])
+    with pytest.raises(ValueError, match="attribute names"):
+        evaluate({"ref": REF, "other": OTHER}, ["x", "y"])
+    with pytest.raises(ValueError, match="unknown normalize"):
+        evaluate({"ref": REF, "other": OTHER}, ["x"], normalize="minmax")
+
+
+# ------------------------------------------------------------------------------ files
+def test_completions_round_trip_and_errors(tmp_path):
+    comps = {"a": [["x", "y"], ["z", "w"]], "b": [["1", "2"], ["3", "4"]]}
+    path = write_completions(tmp_path / "c.jsonl", comps, ["p1", "p2"])
+    prompts, back = read_completions(path)
+    assert prompts == ["p1", "p2"] and back == comps
+    single = tmp_path / "single.jsonl"
+    single.write_text("\n".join(json.dumps({"model": m, "prompt": p, "completion": c})
+                                for m, p, c in [("a", "p", "1"), ("a", "p", "2"), ("b", "p", "3")]))
+    with pytest.raises(ValueError, match="same number of completions"):
+        read_completions(single)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"model": "a", "prompt": "p", "completions": ["x"]}) + "\n"
+                   + json.dumps({"model": "b", "prompt": "q", "completions": ["y"]}) + "\n")
+    with pytest.raises(ValueError, match="same prompts"):
+        read_completions(bad)
+    with pytest.raises(FileNotFoundError):
+        read_completions(tmp_path / "missing.jsonl")
+
+
+def test_read_prompts(tmp_path):
+    (tmp_path / "p.txt").write_text("a\n\n b \n")
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    assert read_prompts(tmp_path / "p.txt") == ["a", "b"] == read_prompts(tmp_path / "p.jsonl")
+    (tmp_path / "q.jsonl").write_text('{"text": "a"}\n')
+    with pytest.raises(ValueError, match="no 'prompt' field"):
+        read_prompts(tmp_path / "q.jsonl")
+
+
+def test_score_with_a_real_bank():
+    from reward_models import RewardBank
+
+    bank = RewardBank(["length", "brevity"])
+    values, names = score(bank, ["p", "q"], [["one two", "one"], ["a b c", ""]])
+    assert names == ["length", "brevity"]
+    assert values.shape == (2, 2, 2)
+    assert values[..., 0].tolist() == [[2.0, 1.0], [3.0, 0.0]]
+    assert values[..., 1].tolist() == [[-2.0, -1.0], [-3.0, -0.0]]  # brevity is lower-is-better: flipped
+
+
+def test_report_files_and_numbers(tmp_path):
+    res = evaluate({"ref": REF.expand(2, 2, 2).clone(), "other": OTHER.expand(2, 2, 2).clone()}, ["x", "y"],
+                   estimators=["quantile"], n_boot=20)
+    paths = write_report(res, {"ref": REF.expand(2, 2, 2), "other": OTHER.expand(2, 2, 2)}, tmp_path, html_report=True)
+    for key in ("markdown", "json", "html", "figure_quantiles", "figure_scatter", "figure_eps_quantile"):
+        assert Path(paths[key]).is_file() and Path(paths[key]).stat().st_size > 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["dominance"]["quantile"]["eps"][1][0] == pytest.approx(1 / 3, abs=1e-6)
+    md = (tmp_path / "report.md").read_text()
+    assert "figures/quantiles.png" in md and "| other | 0.333" in md
+    assert "eps(other ≽ ref) [quantile] = 0.333" in summary_table(res)
+
+
+# ------------------------------------------------------------------------------ generation, KL
+def test_generate_shapes_stop_and_seed(tiny_lms):
+    model, tok = load_model(str(tiny_lms["ref"]), device="cpu")
+    a = generate(model, tok, PROMPTS, 3, max_new_tokens=6, batch_size=3, seed=7, progress=False)
+    b = generate(model, tok, PROMPTS, 3, max_new_tokens=6, batch_size=3, seed=7, progress=False)
+    assert len(a.completions) == len(PROMPTS) and all(len(row) == 3 for row in a.completions)
+    assert a.completions == b.completions
+    for row in a.completion_ids:
+        for ids in row:
+            assert 1 <= len(ids) <= 6
+            assert (ids[:-1] != tok.eos_token_id).all()  # cut right after the first EOS
+    assert tok.decode(a.prompt_ids[0]).startswith("<bos> <user> hello how are you")
+
+
+def test_sequence_logprobs_match_a_manual_forward(tiny_lms):
+    model, tok = load_model(str(tiny_lms["ref"]), device="cpu")
+    gens = generate(model, tok, PROMPTS[:2], 2, max_new_tokens=5, seed=0, progress=False)
+    p, c = gens.prompt_ids[1], gens.completion_ids[1][0]
+    batched = sequence_logprobs(model, [gens.prompt_ids[0], p], [gens.completion_ids[0][1], c], batch_size=2)
+    with torch.no_grad():
+        logits = model(torch.cat([p, c])[None]).logits[0].double()
+    logp = torch.log_softmax(logits, -1)
+    manual = sum(float(logp[len(p) - 1 + t, c[t]]) for t in range(len(c)))
+    assert float(batched[1]) == pytest.approx(manual, abs=1e-4)
+
+
+def test_kl_estimate(tiny_lms):
+    ref, tok = load_model(str(tiny_lms["ref"]), device="cpu")
+    other, _ = load_model(str(tiny_lms["other"]), device="cpu")
+    gens = generate(other, tok, PROMPTS, 4, max_new_tokens=5, seed=0, progress=False)
+    assert kl_estimate(ref, ref, gens)["kl"] == 0.0
+    kl = kl_estimate(other, ref, gens)
+    assert math.isfinite(kl["kl"]) and kl["kl_se"] > 0
+
+
+def test_evaluate_models_end_to_end(tiny_lms, tmp_path):
+    from reward_models import RewardBank
+
+    models = {name: load_model(str(p), device="cpu") for name, p in tiny_lms.items()}
+    bank = RewardBank(["length", {"type": "regex", "pattern": "good|great|nice|happy", "name": "positive"}])
+    out = evaluate_models(models, PROMPTS, bank, G=3, estimators=["quantile"], eps0=0.4, alpha=0.05,
+                          output_dir=tmp_path, seed=0, n_boot=20, max_new_tokens=6, progress=False)
+    assert out["models"] == ["ref", "other"] and out["attributes"] == ["length", "positive"]
+    assert out["kl"]["ref"]["kl"] == 0.0 and math.isfinite(out["kl"]["other"]["kl"])
+    eps = out["dominance"]["quantile"]["eps"]
+    assert all(math.isfinite(x) for row in eps for x in row) and eps[0][1] + eps[1][0] == pytest.approx(1.0)
+    prompts, comps = read_completions(tmp_path / "completions.jsonl")
+    assert prompts == PROMPTS and list(comps) == ["ref", "other"] and len(comps["ref"][0]) == 3
+    again = evaluate_completions(prompts, comps, bank, output_dir=tmp_path / "again", estimators=["quantile"],
+                                 n_boot=20)
+    assert again["dominance"]["quantile"]["eps"] == eps  # scoring the saved file gives the same numbers

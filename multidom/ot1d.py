@@ -13,6 +13,10 @@ value for the logistic ``h``):
   ``D = sum_k (t_k - t_{k-1}) h(v_(j_k) - u_(i_k))`` — POT's ``wasserstein_1d`` / ``emd_1d`` for a
   general ``h``. The masses ``t_k - t_{k-1}`` are differentiable in the weights (the indices are
   piecewise constant), so ``dD/da_i`` is the Kantorovich potential of ``u_i`` up to a constant.
+  ``D`` is convex and piecewise linear in the weights; where cumulative weights of the two clouds
+  coincide (equal sizes, uniform weights) the potentials are not unique and the gradient returned is
+  the mean of the two one-sided pieces (``a``'s breakpoints just before / just after ``b``'s), a
+  subgradient in the middle of the dual set rather than an arbitrary end of it.
 
 Everything is batched over leading dimensions: ``u: (..., n)``, ``v: (..., m)``.
 """
@@ -35,13 +39,21 @@ def _is_uniform(w: torch.Tensor | None) -> bool:
 
 
 def quantile_coupling(
-    a: torch.Tensor, b: torch.Tensor
+    a: torch.Tensor, b: torch.Tensor, *, a_first: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The quantile (north-west corner) coupling of two weight vectors already in sorted order.
+
+    The merged breakpoints ``t`` are the sorted cumulative weights of both vectors; segment ``k``,
+    ``(t_{k-1}, t_k]``, couples the positive point whose index is the number of ``a``-breakpoints
+    sorted before position ``k`` with the negative point counted likewise. Where a cumulative weight
+    of ``a`` equals one of ``b`` (always for equal sizes and uniform weights) the coupling is the same
+    either way but the derivative in the weights is one-sided: ``a_first`` puts ``a``'s breakpoint
+    first (the piece where ``a``'s cumulative weights are infinitesimally smaller).
 
     Args:
         a: ``(..., n)`` weights of the sorted positive points, summing to one.
         b: ``(..., m)`` weights of the sorted negative points, summing to one.
+        a_first: tie-breaking order (see above).
     Returns:
         ``(i, j, mass)``, each ``(..., n + m)``: segment ``k`` couples sorted position ``i[k]`` with
         ``j[k]`` and carries ``mass[k] >= 0`` (differentiable in ``a`` and ``b``; some segments have
@@ -49,13 +61,13 @@ def quantile_coupling(
     """
     n, m = a.shape[-1], b.shape[-1]
     ca, cb = torch.cumsum(a, -1), torch.cumsum(b, -1)
-    t = torch.sort(torch.cat([ca, cb], -1), dim=-1).values
+    t, order = torch.sort(torch.cat([ca, cb] if a_first else [cb, ca], -1), dim=-1, stable=True)
+    is_a = (order < n) if a_first else (order >= m)
     lo = torch.cat([torch.zeros_like(t[..., :1]), t[..., :-1]], -1)
     mass = t - lo
-    mid = (0.5 * (t + lo)).detach().contiguous()
-    # first cumulative weight >= the segment's midpoint; roundoff near 1 is clamped to the last point
-    i = torch.searchsorted(ca.detach().contiguous(), mid).clamp_(max=n - 1)
-    j = torch.searchsorted(cb.detach().contiguous(), mid).clamp_(max=m - 1)
+    # breakpoints strictly before each segment; the clamp only touches the last (zero-mass) segment
+    i = (torch.cumsum(is_a, -1) - is_a.long()).clamp_(max=n - 1)
+    j = (torch.cumsum(~is_a, -1) - (~is_a).long()).clamp_(max=m - 1)
     return i, j, mass
 
 
@@ -88,9 +100,16 @@ def ot1d(
         b = torch.full_like(v, 1.0 / m)
     us, iu = torch.sort(u, dim=-1)
     vs, iv = torch.sort(v, dim=-1)
-    i, j, mass = quantile_coupling(torch.gather(a, -1, iu), torch.gather(b, -1, iv))
-    cost = h(torch.gather(vs, -1, j) - torch.gather(us, -1, i))
-    return (mass * cost).sum(-1)
+    a_s, b_s = torch.gather(a, -1, iu), torch.gather(b, -1, iv)
+    if not (a_s.requires_grad or b_s.requires_grad):
+        i, j, mass = quantile_coupling(a_s, b_s)
+        return (mass * h(torch.gather(vs, -1, j) - torch.gather(us, -1, i))).sum(-1)
+    # same value both ways; the weight gradient is the mean of the two one-sided pieces at ties
+    total = 0.0
+    for a_first in (True, False):
+        i, j, mass = quantile_coupling(a_s, b_s, a_first=a_first)
+        total = total + (mass * h(torch.gather(vs, -1, j) - torch.gather(us, -1, i))).sum(-1)
+    return 0.5 * total
 
 
 def quantile_plan(

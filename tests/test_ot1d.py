@@ -106,3 +106,18 @@ def test_gradcheck_points_and_weights():
         h = get_cost(name, beta=0.8).h
         fn = lambda u, v, wa, wb, h=h: ot1d(u, v, h, wa / wa.sum(), wb / wb.sum())  # noqa: E731
         assert torch.autograd.gradcheck(fn, (u, v, wa, wb))
+
+
+def test_tie_gradient_is_middle_of_dual_set():
+    # u = (0, 2), v = (1, 3) uniform: cumulative weights tie at 1/2. Costs c_ij = h(v_j - u_i), hinge:
+    # [[1, 3], [0, 1]]; the monotone plan pairs (0,1) and (2,3): D = 1. Duals: f_i + g_j = c_ij on the plan,
+    # f_1 + g_0 <= 0 and f_0 + g_1 <= 3 give g_1 - g_0 in [1, 2]. The one-sided pieces give 1 and 2;
+    # their mean 1.5, centred: g = (-0.75, 0.75), f = (0.75, -0.75) (the low positive sample hurts).
+    u, v = torch.tensor([0.0, 2.0], **T), torch.tensor([1.0, 3.0], **T)
+    wa, wb = torch.ones(2, **T).requires_grad_(), torch.ones(2, **T).requires_grad_()
+    d = ot1d(u, v, hinge, wa / wa.sum(), wb / wb.sum())
+    assert d.item() == 1.0
+    ga, gb = torch.autograd.grad(d, (wa, wb))
+    # raw weights sum to 2: d D / d w = centred potential / 2
+    torch.testing.assert_close(2 * ga, torch.tensor([0.75, -0.75], **T))
+    torch.testing.assert_close(2 * gb, torch.tensor([-0.75, 0.75], **T))

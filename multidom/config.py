@@ -1,7 +1,7 @@
 """YAML configs for the CLI: safe loading, ``a.b=c`` overrides, unknown keys answered with suggestions.
 
-A config file is a YAML mapping read with :func:`yaml.safe_load` (DESIGN.md §7: no arbitrary
-objects). Command-line overrides ``key.sub=value`` set nested entries; the value is parsed as a
+A config file is a YAML mapping read with a :class:`yaml.SafeLoader` (DESIGN.md §7: no arbitrary
+objects; ``1e-5`` is a float as in YAML 1.2). Command-line overrides ``key.sub=value`` set nested entries; the value is parsed as a
 YAML scalar or flow collection (``lr=1e-5`` is a float, ``names=[a, b]`` a list, ``x=null`` None).
 Typed sections are built by :func:`from_mapping`, which refuses unknown keys with the nearest
 valid name (``unknown key 'lerning_rate' in training section; did you mean 'learning_rate'?``).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
@@ -33,13 +34,26 @@ class ConfigError(ValueError):
     """A user-fixable problem in a config file or an override (one line, printed without traceback)."""
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python objects) that also reads ``1e-5`` as a float, as YAML 1.2 does
+    (PyYAML's YAML 1.1 resolver wants ``1.0e-5`` and would hand a learning rate over as a string)."""
+
+
+_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")  # exponent forms
+_SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping with the safe loader; a missing file or a non-mapping is a one-line error."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = _safe_load(p.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -54,7 +68,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return _safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
 

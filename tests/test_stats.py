@@ -406,3 +406,22 @@ def test_relative_test_rounding_is_a_tie():
     tie = relative_test(boot)
     assert not tie.decision.any()
     assert tie.diff.abs().max() == 0 and tie.p_value[0, 1] == 1.0
+
+
+def test_bootstrap_coverage_and_level_on_known_eps():
+    # P = N(0, 1), Q = N(0.2, 0.5^2) in 1-D: F_Q^-1 - F_P^-1 = a - b Z with a = 0.2, b = 0.5, so
+    # D(P≽Q) = E(a - bZ)+ = a Phi(a/b) + b phi(a/b) = 0.3152, D(Q≽P) = D(P≽Q) - a -> eps = 0.7323.
+    a, b = 0.2, 0.5
+    dpq = a * 0.5 * (1 + math.erf(a / b / math.sqrt(2))) + b * math.exp(-((a / b) ** 2) / 2) / math.sqrt(2 * math.pi)
+    true = dpq / (2 * dpq - a)
+    assert true == pytest.approx(0.73232, abs=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    covered, rejected, trials = 0, 0, 60
+    for r in range(trials):
+        p = torch.randn(150, 1, 1, generator=gen, dtype=torch.float64)
+        q = a + b * torch.randn(150, 1, 1, generator=gen, dtype=torch.float64)
+        boot = bootstrap_eps([p, q], n_boot=150, boot_seed=r, batch_size=150, **Q)
+        covered += int(boot.low[0, 1] <= true <= boot.high[0, 1])
+        rejected += int(absolute_test(boot.eps[0, 1], boot.se[0, 1], eps0=true).reject)  # H0 holds
+    assert covered / trials >= 0.85  # nominal 0.95 (measured 0.93 over 200 trials of n = 200)
+    assert rejected / trials <= 0.12  # nominal 0.05 (measured 0.025)

@@ -193,3 +193,20 @@ def test_config_validation(tmp_path):
     cfg = _cfg(tmp_path, estimator="sliced", seed=3)
     assert cfg.beta > 0  # KL on by default
     assert cfg.violation_kwargs(step=4)["seed"] == 7  # same slices on every process, new ones every step
+
+
+@pytest.mark.parametrize("estimator", ["quantile", "sliced", "sinkhorn"])
+def test_eps_from_the_potentials_solve_equals_violation_ratio(estimator):
+    import multidom
+
+    torch.manual_seed(2)
+    x, y = torch.randn(3, 6, 2) + 0.3, torch.randn(3, 5, 2)
+    xm, ym = torch.ones(3, 6, dtype=torch.bool), torch.ones(3, 5, dtype=torch.bool)
+    xm[0, 1] = False
+    kw = dict(cost="hinge", seed=4, reg=0.2, tol=1e-9)
+    pot = dominance_potentials(x, xm, y, ym, make_violation(estimator, **kw))
+    kept = {k: v for k, v in kw.items() if k == "cost" or (estimator == "sliced" and k == "seed")
+            or (estimator == "sinkhorn" and k in ("reg", "tol"))}
+    ref = multidom.violation_ratio((x, xm.float()), (y, ym.float()), estimator=estimator, **kept)
+    torch.testing.assert_close(pot.eps, ref, atol=1e-5, rtol=1e-5)
+    assert make_violation("quantile", cost="squared_hinge").spec[1].tie_slope is None  # falls back to a solve

@@ -32,7 +32,8 @@ from typing import Callable
 
 import torch
 
-from multidom.estimators import ESTIMATORS
+from multidom.costs import get_cost
+from multidom.estimators import ESTIMATORS, resolve_options
 
 __all__ = [
     "GROUPINGS",
@@ -75,7 +76,31 @@ def make_violation(
         )
 
     violation.piecewise_linear = estimator in PIECEWISE_LINEAR  # type: ignore[attr-defined]
+    violation.spec = (estimator, get_cost(cost, beta=beta, margin=margin), kept)  # type: ignore[attr-defined]
     return violation
+
+
+def ratio_from_value(violation: ViolationFn, value: torch.Tensor, x, a, y, b) -> torch.Tensor | None:
+    """``eps(P ≽ Q)`` per batch entry from ``D(P ≽ Q)`` alone, when the cost has a tie slope ``k``.
+
+    DESIGN.md §1: ``D(Q ≽ P) = D(P ≽ Q) + k (E_P s - E_Q s)`` with the estimator's linear statistic
+    ``s`` (as in ``multidom.violation_ratio``), so the potentials' solve also gives the logged ratio.
+    ``value: (K,)``, ``x: (K, n, d)``, ``a: (K, n)`` normalised weights, likewise ``y, b``. ``None``
+    when no tie exists (``squared_hinge``, a margin) or ``violation`` is not from :func:`make_violation`.
+    """
+    spec = getattr(violation, "spec", None)
+    if spec is None:
+        return None
+    estimator, cost, options = spec
+    est, merged = resolve_options(estimator, options)
+    if cost.tie_slope is None or est.statistic is None:
+        return None
+    s_p = (a * est.statistic(x, **merged)).sum(-1)
+    s_q = (b * est.statistic(y, **merged)).sum(-1)
+    d_qp = (value + cost.tie_slope * (s_p - s_q)).clamp(min=0.0)
+    total = value + d_qp
+    return torch.where(total > 0, value / torch.where(total > 0, total, torch.ones_like(total)),
+                       torch.full_like(total, 0.5))
 
 
 #: Estimators whose value is piecewise linear in the weights (sorting / quantile coupling): at equal cloud
@@ -173,12 +198,15 @@ class Potentials:
         valid: ``(B, G)`` bool, samples that entered a cloud.
         active: ``(B,)`` bool, prompts that received a signal (others: empty baseline or all masked).
         violation: 0-dim, the summed violation ``D`` over the batch entries that were computed.
+        eps: ``(K,)`` the ratio ``eps(P ≽ Q)`` of each computed entry (``K`` active prompts, or 1 when
+            pooled) from the same solve (:func:`ratio_from_value`), or ``None`` when unavailable.
     """
 
     phi: torch.Tensor
     valid: torch.Tensor
     active: torch.Tensor
     violation: torch.Tensor
+    eps: torch.Tensor | None = None
 
 
 def dominance_potentials(
@@ -227,9 +255,14 @@ def dominance_potentials(
         ramp = torch.arange(1, base.shape[-1] + 1, dtype=x.dtype, device=x.device) / base.shape[-1]
         grads = [_weight_grad(violation, xs, base * (1 + s * TIE_JITTER * ramp), ys, ym) for s in (1.0, -1.0)]
         grad = 0.5 * (grads[0] + grads[1])
-        value = violation((xs, base), (ys, ym.to(y.dtype))).sum().detach()
+        with torch.no_grad():
+            values = violation((xs, base), (ys, ym.to(y.dtype)))
     else:
-        grad, value = _weight_grad(violation, xs, base, ys, ym, with_value=True)
+        grad, values = _weight_grad(violation, xs, base, ys, ym, with_value=True)
+    b_w = ym.to(y.dtype)
+    eps = ratio_from_value(violation, values, xs, base / base.sum(-1, keepdim=True), ys,
+                           b_w / b_w.sum(-1, keepdim=True))
+    value = values.sum()
     grad = grad * xm.sum(-1, keepdim=True).to(x.dtype) * xm.to(x.dtype)
     if grouping == "pooled":
         phi = grad.reshape(phi.shape)
@@ -239,16 +272,16 @@ def dominance_potentials(
     if not torch.isfinite(phi).all():
         raise FloatingPointError("the estimator returned non-finite potentials; check the estimator parameters "
                                  "(e.g. a too-small sinkhorn reg) and the reward scale")
-    return Potentials(phi.detach(), valid, active, value.detach())
+    return Potentials(phi.detach(), valid, active, value.detach(), None if eps is None else eps.detach())
 
 
 def _weight_grad(violation, xs, w, ys, ym, with_value=False):
-    """``dD/dw`` (and ``D`` summed over the batch when ``with_value``)."""
+    """``dD/dw`` (and ``D`` per batch entry when ``with_value``)."""
     w = w.detach().requires_grad_(True)
     with torch.enable_grad():
-        value = violation((xs, w), (ys, ym.to(ys.dtype))).sum()
-        (grad,) = torch.autograd.grad(value, w)
-    return (grad, value.detach()) if with_value else grad
+        values = violation((xs, w), (ys, ym.to(ys.dtype)))
+        (grad,) = torch.autograd.grad(values.sum(), w)
+    return (grad, values.detach()) if with_value else grad
 
 
 def advantages_from_potentials(phi: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

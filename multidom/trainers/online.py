@@ -139,10 +139,15 @@ class DominanceReward:
             metrics[f"dominance/{cfg.estimator}/violation"] = float(pot.violation)
             t_dom = time.perf_counter() - t1
             estimators = ALL_ESTIMATORS if cfg.all_estimators_steps and step % cfg.all_estimators_steps == 0 else ()
+            if pot.eps is not None:  # from the potentials' own solve (tie slope), no second solve
+                metrics[f"dominance/{cfg.estimator}/eps"] = float(pot.eps.mean())
             for est in dict.fromkeys((cfg.estimator, *estimators)):
-                metrics[f"dominance/{est}/eps"] = eps_per_prompt(xn, xm, yn, ym, est, cfg.grouping, **kwargs_v)
+                if f"dominance/{est}/eps" not in metrics:
+                    metrics[f"dominance/{est}/eps"] = eps_per_prompt(xn, xm, yn, ym, est, cfg.grouping,
+                                                                     **kwargs_v)
         else:
             t_dom = time.perf_counter() - t1
+        metrics["timing/eps_s"] = time.perf_counter() - t1 - t_dom
         metrics["dominance/skipped_prompts"] = float(B - int(active.sum()))
         metrics["timing/rewards_s"] = t_rewards
         metrics["timing/dominance_s"] = t_dom

@@ -1,0 +1,233 @@
+"""Online multi-reward dominance vs TRL GRPO on a task with exactly known rewards (issue 5).
+
+What it runs (same tiny random Llama, prompts, reward bank, KL coefficient, steps, seed):
+
+* ``multidom-{quantile,sliced,sinkhorn}``: :class:`multidom.trainers.online.MultiDomTrainer`;
+* ``grpo-sum``: ``trl.GRPOTrainer`` with the three reward functions summed (TRL's default
+  ``sum_then_normalize``, ``scale_rewards="group"``);
+* ``grpo-gdpo``: ``trl.GRPOTrainer`` with ``multi_objective_aggregation="normalize_then_sum"`` (GDPO);
+* ``multidom-sinkhorn-no-share_b``: a control trained without the ``share_b`` attribute (does the
+  unseen attribute drop?).
+
+The task (:mod:`multidom.trainers.online_toy`): attributes ``share_a``, ``share_b`` (shares of two token
+classes) and ``brevity``. Reported on held-out prompts (``samples`` completions each, temperature 1):
+each attribute's mean and 10th percentile next to the reference model's, ``eps(policy ≽ reference)``
+(sinkhorn, hinge, ``reg=0.05``) with a prompt-bootstrap 95% interval (:func:`multidom.stats.bootstrap_eps`),
+the sequence-level KL to the reference (Monte Carlo, ``E_pi[log pi - log pi_ref]``), the median step time
+and, for multidom, the share of the step spent in the dominance estimator (potentials) and in the
+``eps`` logging solve.
+
+What it does not reproduce: no paper reports this toy task; it checks the method's promise (every
+attribute at or above the reference without weights) and its cost, not a published number.
+
+Usage (pinned threads; ~5 CPU-minutes)::
+
+    OMP_NUM_THREADS=1 python experiments/online_vs_grpo.py --out experiments/results
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from multidom.stats import bootstrap_eps  # noqa: E402
+from multidom.trainers.online import MultiDomTrainer, OnlineDominanceConfig  # noqa: E402
+from multidom.trainers.online_baseline import as_bank, sample_completions  # noqa: E402
+from multidom.trainers.online_toy import build_toy_model, toy_prompts, toy_rewards  # noqa: E402
+
+ATTRS = ("share_a", "share_b", "brevity")
+COMMON = dict(per_device_train_batch_size=64, num_generations=8, max_completion_length=8, learning_rate=1e-2,
+              beta=0.04, report_to="none", logging_steps=1, save_strategy="no", use_cpu=True, temperature=1.0)
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step (generation + scoring + loss + update)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._t = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._t)
+
+
+def _methods(steps: int, seed: int) -> dict:
+    def multidom(estimator, attrs=ATTRS):
+        def build(path, train, out, timer):
+            args = OnlineDominanceConfig(output_dir=out, max_steps=steps, seed=seed, estimator=estimator,
+                                         baseline_samples=8, plot_steps=0, all_estimators_steps=0, **COMMON)
+            return MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+                                   Dataset.from_dict({"prompt": train}), toy_rewards(attributes=attrs),
+                                   processing_class=AutoTokenizer.from_pretrained(path), callbacks=[timer])
+        return build
+
+    def grpo(aggregation):
+        def build(path, train, out, timer):
+            args = GRPOConfig(output_dir=out, max_steps=steps, seed=seed, multi_objective_aggregation=aggregation,
+                              **COMMON)
+            return GRPOTrainer(AutoModelForCausalLM.from_pretrained(path), toy_rewards(), args=args,
+                               train_dataset=Dataset.from_dict({"prompt": train}),
+                               processing_class=AutoTokenizer.from_pretrained(path), callbacks=[timer])
+        return build
+
+    return {
+        "multidom-quantile": multidom("quantile"),
+        "multidom-sliced": multidom("sliced"),
+        "multidom-sinkhorn": multidom("sinkhorn"),
+        "grpo-sum": grpo("sum_then_normalize"),
+        "grpo-gdpo": grpo("normalize_then_sum"),
+        "multidom-sinkhorn-no-share_b": multidom("sinkhorn", ("share_a", "brevity")),
+    }
+
+
+@torch.no_grad()
+def _sample(model, tok, prompts, samples, scorer, seed):
+    torch.manual_seed(seed)
+    comps, ids = sample_completions(model, tok, prompts, samples, max_new_tokens=8, batch_size=128)
+    flat_p = [p for p in prompts for _ in range(samples)]
+    flat_ids = [i for row in ids for i in row]
+    r = scorer(flat_p, [c for row in comps for c in row], completion_ids=flat_ids)
+    return r.reshape(len(prompts), samples, -1), flat_p, flat_ids
+
+
+@torch.no_grad()
+def _seq_logp(model, tok, prompts, ids):
+    out = []
+    for p, c in zip(prompts, ids):
+        pi = tok(p, add_special_tokens=False)["input_ids"]
+        x = torch.tensor([pi + c])
+        logp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
+        tgt = x[0, 1:]
+        out.append(float(logp[torch.arange(len(tgt)), tgt][len(pi) - 1:].sum()))
+    return torch.tensor(out)
+
+
+def evaluate(model, ref, tok, held, samples, scorer, ref_cloud, n_boot):
+    pol, flat_p, flat_ids = _sample(model, tok, held, samples, scorer, seed=1234)
+    kl = float((_seq_logp(model, tok, flat_p, flat_ids) - _seq_logp(ref, tok, flat_p, flat_ids)).mean())
+    boot = bootstrap_eps([ref_cloud, pol], n_boot=n_boot, boot_seed=0, estimator="sinkhorn", cost="hinge",
+                         reg=0.05)
+    p, r = pol.reshape(-1, 3), ref_cloud.reshape(-1, 3)
+    return {
+        "eps_vs_reference": float(boot.eps[1, 0]),
+        "eps_ci95": [float(boot.low[1, 0]), float(boot.high[1, 0])],
+        "kl_to_reference": kl,
+        "attributes": {
+            a: {"mean": float(p[:, k].mean()), "q10": float(torch.quantile(p[:, k], 0.1)),
+                "reference_mean": float(r[:, k].mean()), "reference_q10": float(torch.quantile(r[:, k], 0.1))}
+            for k, a in enumerate(ATTRS)
+        },
+    }
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    width = 0.8 / len(ATTRS)
+    for k, a in enumerate(ATTRS):
+        gains = [results[m]["eval"]["attributes"][a]["mean"] - results[m]["eval"]["attributes"][a]["reference_mean"]
+                 for m in names]
+        axes[0].bar([i + k * width for i in range(len(names))], gains, width, label=a)
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_title("held-out mean gain over the reference")
+    axes[0].legend()
+    eps = [results[m]["eval"]["eps_vs_reference"] for m in names]
+    lo = [e - results[m]["eval"]["eps_ci95"][0] for e, m in zip(eps, names)]
+    hi = [results[m]["eval"]["eps_ci95"][1] - e for e, m in zip(eps, names)]
+    axes[1].bar(range(len(names)), eps, yerr=[lo, hi], capsize=4, color="tab:purple")
+    axes[1].axhline(0.5, color="k", lw=0.8, ls="--")
+    axes[1].set_title("eps(policy ≽ reference), 95% bootstrap CI")
+    axes[2].bar(range(len(names)), [results[m]["median_step_s"] for m in names], color="tab:gray")
+    axes[2].set_title("median step time (s)")
+    for ax in axes:
+        ax.set_xticks([i + (0.4 if ax is axes[0] else 0) for i in range(len(names))])
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="experiments/results")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=32, help="held-out completions per prompt")
+    ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--only", nargs="*", help="run only these methods")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="online_vs_grpo_"))
+    path = build_toy_model(work / "model", seed=args.seed)
+    tok = AutoTokenizer.from_pretrained(path)
+    ref = AutoModelForCausalLM.from_pretrained(path).eval()
+    train = toy_prompts(32, seed=1)
+    held = [p for p in toy_prompts(40, seed=2) if p not in set(train)][:16]
+    scorer = as_bank(toy_rewards())
+    ref_cloud, _, _ = _sample(ref, tok, held, args.samples, scorer, seed=99)
+    results: dict = {}
+    for name, build in _methods(args.steps, args.seed).items():
+        if args.only and name not in args.only:
+            continue
+        timer = StepTimer()
+        t0 = time.perf_counter()
+        trainer = build(path, train, str(work / name), timer)
+        setup = time.perf_counter() - t0
+        trainer.train()
+        rows = [h for h in trainer.state.log_history if "loss" in h]
+        steps = timer.times[1:]  # the first step pays one-off costs
+        entry = {
+            "setup_s": setup,
+            "median_step_s": statistics.median(steps),
+            "mean_step_s": statistics.fmean(steps),
+            "train_kl_last": rows[-1].get("kl") if rows else None,
+            "eval": evaluate(trainer.model.eval(), ref, tok, held, args.samples, scorer, ref_cloud, args.n_boot),
+        }
+        dom = [h["timing/dominance_s"] for h in rows if "timing/dominance_s" in h][1:]
+        eps_t = [h["timing/eps_s"] for h in rows if "timing/eps_s" in h][1:]
+        if dom:
+            entry["median_dominance_s"] = statistics.median(dom)
+            entry["estimator_share_of_step"] = statistics.median(dom) / entry["median_step_s"]
+            entry["eps_logging_share_of_step"] = statistics.median(eps_t) / entry["median_step_s"]
+        results[name] = entry
+        print(name, json.dumps(entry["eval"]["attributes"]), entry["eval"]["eps_vs_reference"],
+              f"step {entry['median_step_s']:.3f}s", flush=True)
+    base = results.get("grpo-sum", {}).get("median_step_s")
+    for entry in results.values():
+        if base:
+            entry["step_time_vs_grpo_sum"] = entry["median_step_s"] / base
+    meta = {"steps": args.steps, "seed": args.seed, "held_out_prompts": len(held), "samples": args.samples,
+            "train_prompts": len(train), "common": COMMON, "torch_threads": torch.get_num_threads(),
+            "command": "OMP_NUM_THREADS=1 python experiments/online_vs_grpo.py " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "only")}
+    stem = "online_vs_grpo" if not args.only else "online_vs_grpo_partial"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    _plot(results, out / f"{stem}.png")
+    print("wrote", out / f"{stem}.json")
+
+
+if __name__ == "__main__":
+    main()

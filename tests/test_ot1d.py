@@ -121,3 +121,16 @@ def test_tie_gradient_is_middle_of_dual_set():
     # raw weights sum to 2: d D / d w = centred potential / 2
     torch.testing.assert_close(2 * ga, torch.tensor([0.75, -0.75], **T))
     torch.testing.assert_close(2 * gb, torch.tensor([-0.75, 0.75], **T))
+
+
+@pytest.mark.parametrize("name,expected", [
+    # u = (2, 0), v = (1, 1): sorted pairs give t = v_(i) - u_(i) = 1 - 0 = 1 and 1 - 2 = -1; D = (h(1) + h(-1)) / 2
+    ("hinge", (1.0 + 0.0) / 2),
+    ("squared_hinge", (1.0 + 0.0) / 2),
+    ("logistic", (np.log1p(np.e) + np.log1p(np.exp(-1.0))) / 2),  # (1.3132616875 + 0.3132616875) / 2
+    ("least_squares", (1.0 + 1.0) / 2),
+])
+def test_hand_value_every_cost(name, expected):
+    u, v = torch.tensor([2.0, 0.0], **T), torch.tensor([1.0, 1.0], **T)
+    assert ot1d(u, v, get_cost(name).h).item() == pytest.approx(expected, abs=1e-15)
+    assert expected == pytest.approx({"logistic": 0.8132616875182228}.get(name, expected), abs=1e-15)

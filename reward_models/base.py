@@ -226,7 +226,15 @@ class HeadView(RewardModel):
         self.cacheable = parent.cacheable
 
     def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
-        return [row[self.j] for row in self.parent.score(prompts, completions, **columns)]
+        # TRL calls the views one after the other on the same batch: score it once (one-entry memo on the parent;
+        # only for cacheable parents, whose scores depend on the text alone).
+        key = tuple(text_key(p) + "\0" + text_key(c) for p, c in zip(prompts, completions))
+        memo = getattr(self.parent, "_split_memo", None)
+        if not self.parent.cacheable or memo is None or memo[0] != key:
+            memo = (key, self.parent.score(prompts, completions, **columns))
+            if self.parent.cacheable:
+                self.parent._split_memo = memo
+        return [row[self.j] for row in memo[1]]
 
 
 def function_name(fn: Callable[..., Any]) -> str:

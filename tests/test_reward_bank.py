@@ -238,3 +238,23 @@ def test_bank_passes_device_to_models_it_builds():
         assert seen["device"] == "meta"  # an explicit spec wins
     finally:
         registry._REGISTRY.pop("probe_device", None)
+
+
+def test_split_views_share_one_scoring_pass():
+    class CountingTwo(TwoHeads):
+        calls = 0
+
+        def score(self, prompts, completions, **columns):
+            CountingTwo.calls += 1
+            return super().score(prompts, completions, **columns)
+
+    model = CountingTwo()
+    words, chars = model.split()
+    assert (words.__name__, chars.__name__) == ("two/words", "two/chars")
+    assert words(PROMPTS, COMPS) == [1.0, 3.0, 2.0, 4.0] and chars(PROMPTS, COMPS) == [1.0, 5.0, 3.0, 7.0]
+    assert CountingTwo.calls == 1
+    words(PROMPTS[:2], COMPS[:2])
+    assert CountingTwo.calls == 2
+    with pytest.raises(TypeError, match="has 2 attributes"):
+        model(PROMPTS, COMPS)
+    assert LengthReward().split()[0].name == "length"

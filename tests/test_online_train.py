@@ -120,3 +120,25 @@ def test_run_from_config_example_resume_and_bad_keys(toy, tmp_path):
         run_from_config(bad, output_dir=str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="unknown reward model"):
         run_from_config({**config, "rewards": [{"type": "sentimnt"}]}, output_dir=str(tmp_path / "bad2"))
+
+
+def test_all_masked_run_logs_skips_and_keeps_parameters_finite(toy, tmp_path):
+    from reward_models import create
+
+    path, train, _ = toy
+
+    def never(prompts, completions, **_):
+        return [None] * len(completions)
+
+    bank = [*toy_rewards(attributes=("share_a",)), create({"type": "callable", "fn": never, "name": "never"})]
+    args = OnlineDominanceConfig(output_dir=str(tmp_path / "masked"), max_steps=2, per_device_train_batch_size=16,
+                                 num_generations=4, max_completion_length=8, learning_rate=1e-2, report_to="none",
+                                 logging_steps=1, save_strategy="no", baseline_samples=2, plot_steps=0, use_cpu=True)
+    trainer = MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+                              Dataset.from_dict({"prompt": train[:8]}), bank,
+                              processing_class=AutoTokenizer.from_pretrained(path))
+    assert all(len(v) == 0 for v in trainer.train_dataset["baseline_rewards"])  # masked baseline points dropped
+    trainer.train()
+    rows = [h for h in trainer.state.log_history if "dominance/masked_fraction" in h]
+    assert rows and all(r["dominance/masked_fraction"] == 1.0 and r["dominance/skipped_prompts"] == 4 for r in rows)
+    assert all(torch.isfinite(q).all() for q in trainer.model.parameters())

@@ -4,7 +4,9 @@
   ``rewards/<attribute>/baseline_{mean,q10,q50,q90}`` for the baseline cloud (raw, un-normalised);
 * ``dominance/<estimator>/eps`` (violation ratio ``eps(policy ≽ baseline)``, averaged over prompts
   for ``per_prompt`` grouping), ``dominance/<estimator>/violation``;
-* ``dominance/masked_fraction``, ``dominance/skipped_prompts``, ``timing/dominance_s``, ``timing/rewards_s``;
+* ``dominance/masked_fraction``, ``dominance/skipped_prompts``, ``timing/rewards_s`` (reward bank),
+  ``timing/dominance_s`` (normalisation + potentials, the estimator's share of the step) and
+  ``timing/eps_s`` (extra solves for logged ratios: the other estimators every ``all_estimators_steps``);
 * a scatter plot of the two clouds (PNG under ``<output_dir>/plots``, and a ``wandb.Image``) and a
   ``wandb.Table`` of sample completions with their reward vectors.
 """

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["ot1d", "quantile_coupling", "quantile_plan"]
+__all__ = ["TIES", "ot1d", "quantile_coupling", "quantile_plan"]
 
 H = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,31 +38,44 @@ def _is_uniform(w: torch.Tensor | None) -> bool:
     return not w.requires_grad and bool((w == w[..., :1]).all())
 
 
+TIES: tuple[str, ...] = ("none", "a_first", "b_first")
+
+
 def quantile_coupling(
-    a: torch.Tensor, b: torch.Tensor, *, a_first: bool = True
+    a: torch.Tensor, b: torch.Tensor, *, ties: str = "none"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The quantile (north-west corner) coupling of two weight vectors already in sorted order.
 
     The merged breakpoints ``t`` are the sorted cumulative weights of both vectors; segment ``k``,
     ``(t_{k-1}, t_k]``, couples the positive point whose index is the number of ``a``-breakpoints
     sorted before position ``k`` with the negative point counted likewise. Where a cumulative weight
-    of ``a`` equals one of ``b`` (always for equal sizes and uniform weights) the coupling is the same
-    either way but the derivative in the weights is one-sided: ``a_first`` puts ``a``'s breakpoint
-    first (the piece where ``a``'s cumulative weights are infinitesimally smaller).
+    of ``a`` equals one of ``b`` (equal sizes and uniform weights; ``i/n = j/m``) the coupling is the
+    same either way but the derivative in the weights is one-sided. ``ties`` picks the side:
+    ``"a_first"`` puts ``a``'s breakpoints first within each group of (near-)equal breakpoints (the
+    piece where ``a``'s cumulative weights are infinitesimally smaller), ``"b_first"`` the other way;
+    near-equal means closer than the cumsum roundoff ``2 (n + m) eps``, so a reordered segment can
+    carry a mass of that order of either sign. ``"none"`` keeps the sorted order (exact masses >= 0).
 
     Args:
         a: ``(..., n)`` weights of the sorted positive points, summing to one.
         b: ``(..., m)`` weights of the sorted negative points, summing to one.
-        a_first: tie-breaking order (see above).
+        ties: one of :data:`TIES`.
     Returns:
         ``(i, j, mass)``, each ``(..., n + m)``: segment ``k`` couples sorted position ``i[k]`` with
-        ``j[k]`` and carries ``mass[k] >= 0`` (differentiable in ``a`` and ``b``; some segments have
-        mass zero). ``sum_k mass[k] = 1``.
+        ``j[k]`` and carries ``mass[k]`` (differentiable in ``a`` and ``b``; some segments have mass
+        zero). ``sum_k mass[k] = max(sum a, sum b)``.
     """
     n, m = a.shape[-1], b.shape[-1]
     ca, cb = torch.cumsum(a, -1), torch.cumsum(b, -1)
-    t, order = torch.sort(torch.cat([ca, cb] if a_first else [cb, ca], -1), dim=-1, stable=True)
-    is_a = (order < n) if a_first else (order >= m)
+    t, order = torch.sort(torch.cat([ca, cb], -1), dim=-1, stable=True)
+    is_a = order < n
+    if ties != "none":
+        tol = 2 * (n + m) * torch.finfo(t.dtype).eps
+        gap = torch.diff(t.detach(), dim=-1, prepend=torch.full_like(t[..., :1], -1.0))
+        group = torch.cumsum(gap > tol, -1)
+        second = ~is_a if ties == "a_first" else is_a
+        regroup = torch.sort(2 * group + second.long(), dim=-1, stable=True).indices
+        t, is_a = torch.gather(t, -1, regroup), torch.gather(is_a, -1, regroup)
     lo = torch.cat([torch.zeros_like(t[..., :1]), t[..., :-1]], -1)
     mass = t - lo
     # breakpoints strictly before each segment; the clamp only touches the last (zero-mass) segment
@@ -101,15 +114,18 @@ def ot1d(
     us, iu = torch.sort(u, dim=-1)
     vs, iv = torch.sort(v, dim=-1)
     a_s, b_s = torch.gather(a, -1, iu), torch.gather(b, -1, iv)
-    if not (a_s.requires_grad or b_s.requires_grad):
-        i, j, mass = quantile_coupling(a_s, b_s)
+
+    def value(ties: str) -> torch.Tensor:
+        i, j, mass = quantile_coupling(a_s, b_s, ties=ties)
         return (mass * h(torch.gather(vs, -1, j) - torch.gather(us, -1, i))).sum(-1)
-    # same value both ways; the weight gradient is the mean of the two one-sided pieces at ties
-    total = 0.0
-    for a_first in (True, False):
-        i, j, mass = quantile_coupling(a_s, b_s, a_first=a_first)
-        total = total + (mass * h(torch.gather(vs, -1, j) - torch.gather(us, -1, i))).sum(-1)
-    return 0.5 * total
+
+    if not (a_s.requires_grad or b_s.requires_grad):
+        return value("none")
+    # the weight gradient is the mean of the two one-sided pieces at (near-)ties; the value is the exact one
+    mean = 0.5 * (value("a_first") + value("b_first"))
+    with torch.no_grad():
+        exact = value("none")
+    return mean + (exact - mean).detach()
 
 
 def quantile_plan(

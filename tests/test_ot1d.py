@@ -134,3 +134,27 @@ def test_hand_value_every_cost(name, expected):
     u, v = torch.tensor([2.0, 0.0], **T), torch.tensor([1.0, 1.0], **T)
     assert ot1d(u, v, get_cost(name).h).item() == pytest.approx(expected, abs=1e-15)
     assert expected == pytest.approx({"logistic": 0.8132616875182228}.get(name, expected), abs=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,rep", [(2, 5), (3, 2), (5, 3)])
+def test_near_tie_gradient_is_size_invariant(dtype, n, rep):
+    # Q_rep repeats every point of an n-point cloud rep times: the same law, so the same violation and the
+    # same potentials of P's points. Its cumulative weights i/n = (rep i)/(rep n) tie with P's only up to
+    # float roundoff (e.g. 1/2 vs 5 * (1/10) in float32); the gradient must not depend on that.
+    g = torch.Generator().manual_seed(n)
+    u, v = torch.randn(n, generator=g, dtype=dtype), torch.randn(n, generator=g, dtype=dtype)
+    h = get_cost("logistic").h
+
+    def grad_a(v_pts):
+        w = torch.ones(n, dtype=dtype, requires_grad=True)
+        b = torch.ones(len(v_pts), dtype=dtype)
+        d = ot1d(u, v_pts, h, w / w.sum(), b / b.sum())
+        return d, torch.autograd.grad(d, w)[0]
+
+    d1, g1 = grad_a(v)
+    d2, g2 = grad_a(v.repeat_interleave(rep))
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    assert d2.item() == pytest.approx(d1.item(), abs=tol)
+    torch.testing.assert_close(g2, g1, rtol=0, atol=tol)
+    assert g1.abs().max() > 1e-3

@@ -83,3 +83,26 @@ def test_global_batch_one_micro_batch_equals_per_micro_batch(tmp_path):
         grads[mode] = {n: p.grad.clone() for n, p in model.named_parameters()}
     for name in grads[False]:
         torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-4, atol=1e-8, msg=name)
+
+
+def test_precomputed_reference_equals_separate_reference(tmp_path):
+    """Reference log-probs cached with the dataset (no reference model in memory) give the same step."""
+    tok = tiny_tokenizer()
+    ds = Dataset.from_dict(preference_rows(6))
+    out = {}
+    for cached in (False, True):
+        model = tiny_model(seed=3)
+        kwargs = {} if cached else {"ref_model": tiny_model(seed=3)}
+        tr = AOTTrainer(model, AOTConfig(output_dir=str(tmp_path / str(cached)), precompute_ref_log_probs=cached,
+                                         beta=1.0, per_device_train_batch_size=6, use_cpu=True, max_length=64),
+                        processing_class=tok, train_dataset=ds, **kwargs)
+        if cached:
+            assert tr.ref_model is None and "ref_logps" in tr.train_dataset.column_names
+        with torch.no_grad():  # move the policy after the cache was filled
+            torch.manual_seed(0)
+            for p in model.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        out[cached] = _step(tr, model)
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-5)
+    for name, g in out[False][1].items():
+        torch.testing.assert_close(out[True][1][name], g, rtol=1e-4, atol=1e-7, msg=name)

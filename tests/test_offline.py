@@ -59,7 +59,7 @@ def _rows(n: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     letters = "abcdefghijklmnopqrstuvwxyz"
     prompts, comps, rewards = [], [], []
-    for i in range(n):
+    for _ in range(n):
         idx = torch.randint(0, 26, (6,), generator=g).tolist()
         prompts.append("Q" + "".join(letters[j] for j in idx[:3]) + ":")
         noise = "".join(letters[j] for j in idx[3:])

@@ -108,15 +108,18 @@ class AOTTrainer(GlobalBatchTrainer):
 
     def __init__(self, model, args: AOTConfig, *, train_dataset=None, eval_dataset=None, processing_class=None,
                  **kwargs: Any):
-        def prep(ds):
-            if ds is None or "completion_ids" in ds.column_names:
-                return ds
-            return prepare_aot_dataset(ds, processing_class, max_length=args.max_length, pairing=args.pairing)
-
-        train_dataset, eval_dataset = prep(train_dataset), prep(eval_dataset)
+        self._tokenizer, self._prep_args = processing_class, args
+        train_dataset, eval_dataset = self.prepare_dataset(train_dataset), self.prepare_dataset(eval_dataset)
         self.n_per_example = _n_per_example(train_dataset)
         super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
+
+    def prepare_dataset(self, dataset):
+        """Tokenise raw rows with :func:`prepare_aot_dataset` (already tokenised data passes through)."""
+        if dataset is None or "completion_ids" in dataset.column_names:
+            return dataset
+        a = self._prep_args
+        return prepare_aot_dataset(dataset, self._tokenizer, max_length=a.max_length, pairing=a.pairing)
 
     def _sides(self, logratios: torch.Tensor, extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Chosen ``(n,)`` and rejected ``(m,)`` log-ratios of the batch."""

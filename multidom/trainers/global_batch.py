@@ -112,7 +112,11 @@ class GlobalBatchTrainer(Trainer):
         if ref_model is not None:
             add_log_prob_head(ref_model)
             ref_model.eval().requires_grad_(False)
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required: it tokenises and pads the batches")
         pad = processing_class.pad_token_id if processing_class.pad_token_id is not None else processing_class.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with; set tokenizer.pad_token")
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=SequenceCollator(pad), callbacks=callbacks)
         self.ref_model = None if ref_model is None else ref_model.to(self.args.device)
@@ -126,6 +130,10 @@ class GlobalBatchTrainer(Trainer):
                 self.eval_dataset = self._precompute_ref(self.eval_dataset)
 
     # ---- to be provided by subclasses -------------------------------------------------------
+    def prepare_dataset(self, dataset):
+        """Tokenise raw rows (used by :meth:`evaluate` on a dataset passed in); identity by default."""
+        return dataset
+
     def objective(self, logps: torch.Tensor, ref_logps: torch.Tensor,
                   extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of the batch from ``logps, ref_logps: (N, S)`` and per-example ``extras``; plus metrics."""
@@ -224,6 +232,10 @@ class GlobalBatchTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Objective and metrics on the **whole** evaluation set at once (one global batch)."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = self.prepare_dataset(eval_dataset)
+            if self.args.precompute_ref_log_probs and "ref_logps" not in eval_dataset.column_names:
+                eval_dataset = self._precompute_ref(eval_dataset)
         loader = self.get_eval_dataloader(eval_dataset)
         model = self.model_wrapped
         was_training = model.training

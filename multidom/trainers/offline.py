@@ -66,8 +66,6 @@ class OfflineDominanceConfig(GlobalBatchConfig):
             raise ValueError(f"unknown normalize {self.normalize!r}; valid: {', '.join(NORMALIZERS)}")
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.estimator == "sliced" and "seed" not in self.estimator_options:
-            self.estimator_options = {**self.estimator_options, "seed": 0}  # same directions on every process
 
 
 def _rewards_of(row: dict, idx: int, k: int, rewards_column: str | None, reward_columns: Sequence[str]) -> list:
@@ -149,22 +147,30 @@ class OfflineDominanceTrainer(GlobalBatchTrainer):
 
     def __init__(self, model, args: OfflineDominanceConfig, *, train_dataset=None, eval_dataset=None,
                  processing_class=None, **kwargs: Any):
-        def prep(ds):
-            if ds is None or "completion_ids" in ds.column_names:
-                return ds
-            return prepare_offline_dataset(ds, processing_class, max_length=args.max_length)
-
-        train_dataset, eval_dataset = prep(train_dataset), prep(eval_dataset)
+        self._tokenizer, self._prep_args = processing_class, args
+        train_dataset, eval_dataset = self.prepare_dataset(train_dataset), self.prepare_dataset(eval_dataset)
+        if train_dataset is None:
+            raise ValueError("OfflineDominanceTrainer needs a train_dataset")
         self.n_per_example = len(train_dataset[0]["completion_ids"])
         self.estimator_name = args.estimator
         super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
 
+    def prepare_dataset(self, dataset):
+        """Tokenise raw rows with :func:`prepare_offline_dataset` (already tokenised data passes through)."""
+        if dataset is None or "completion_ids" in dataset.column_names:
+            return dataset
+        return prepare_offline_dataset(dataset, self._tokenizer, max_length=self._prep_args.max_length)
+
     def objective(self, logps, ref_logps, extras):
         a = self.args
+        options = dict(a.estimator_options)
+        if a.estimator == "sliced" and "seed" not in options:
+            # fresh directions every step, the same on every process
+            options["seed"] = int(self.state.global_step) if self.state is not None else 0
         loss, stats = offline_dominance_loss(
             logps - ref_logps, extras["rewards"], beta=a.beta, estimator=a.estimator, cost=a.cost,
-            cost_beta=a.cost_beta, margin=a.margin, normalize=a.normalize, **a.estimator_options)
+            cost_beta=a.cost_beta, margin=a.margin, normalize=a.normalize, **options)
         d = extras["rewards"].shape[-1]
         names = list(a.attribute_names) if len(a.attribute_names) == d else [f"attr{j}" for j in range(d)]
         out = {f"dominance/{a.estimator}/violation": loss.detach(),

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -47,6 +48,7 @@ _PATH_KEYS = frozenset({
     "reference_model", "tokenizer", "tokenizer_name_or_path", "checkpoint", "path", "prompts", "completions",
     "train", "eval", "desirable", "undesirable", "data_files",
 })
+_REWARD_KEYS = frozenset({"rewards", "reward_models"})
 _EXIT_ERROR = 1
 _EXIT_INTERRUPT = 130
 
@@ -103,6 +105,32 @@ def check_local_paths(config: Any, where: str = "") -> None:
             check_local_paths(value, f"{where}.{i}")
 
 
+def check_reward_types(config: Any) -> None:
+    """Fail early, in one line, on an unknown reward-model type in any ``rewards``/``reward_models`` list
+    (before models are loaded); the registry answers with close matches."""
+    specs = list(_reward_specs(config))
+    if not specs:
+        return
+    import reward_models
+
+    for spec in specs:
+        name = spec.get("type") if isinstance(spec, dict) else spec
+        if isinstance(name, str):
+            reward_models.get_factory(name)
+
+
+def _reward_specs(config: Any):
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key in _REWARD_KEYS and isinstance(value, list):
+                yield from value
+            else:
+                yield from _reward_specs(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _reward_specs(value)
+
+
 def _looks_local(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~")) or value in {".", ".."}
 
@@ -150,20 +178,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or config.pop("output_dir", None) or str(Path("runs") / config_path.stem)
     config.pop("output_dir", None)
     check_local_paths(config)
+    check_reward_types(config)
     out = ensure_writable(output_dir)
     args.resolved_output_dir = str(out)
     if args.resume and not any(out.rglob("checkpoint-*")):
-        print(f"multidom: no checkpoint in {out} yet; starting from scratch", file=sys.stderr)
-    print(f"multidom: {trainer} run from {config_path} -> {out}", file=sys.stderr)
+        _say(f"no checkpoint in {out} yet; starting from scratch")
+    _say(f"{trainer} run from {config_path} -> {out}")
     summary = runner(config, output_dir=str(out), resume=bool(args.resume))
     _finish_wandb(0)  # transformers leaves its wandb run open; close it so the offline files are complete
     _write_summary(out / "summary.json", {"trainer": trainer, "config": str(config_path), **(summary or {})})
-    print(f"multidom: done; outputs in {out}", file=sys.stderr)
+    _say(f"done; outputs in {out}")
     return 0
 
 
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _say(message: str) -> None:
+    """Progress information on stdout, from the main process only (stderr is kept for errors)."""
+    if _main_process():
+        print(f"multidom: {message}", flush=True)
+
+
 def _write_summary(path: Path, summary: dict) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _main_process():
         path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
@@ -178,11 +217,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or config.pop("output_dir", None) or "runs/evaluate"
     config.pop("output_dir", None)
     check_local_paths(config)
+    check_reward_types(config)
     out = ensure_writable(output_dir)
     args.resolved_output_dir = str(out)
     result = run_evaluation(config, output_dir=str(out))
     print(result.get("summary_text", ""), end="")
-    print(f"multidom: report written to {result['report']}", file=sys.stderr)
+    _say(f"report written to {result['report']}")
     return 0
 
 
@@ -282,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not debug:  # deprecation notices of the libraries are for developers; --debug shows them
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,9 @@ def test_unknown_trainer_and_bad_override(capsys, tmp_path, tiny_lm):
 
 
 def test_unknown_reward_type(capsys, tmp_path, tiny_lm):
+    cfg = write_yaml(tmp_path / "c.yaml", online_config(tiny_lm))
+    code, _, err = run_cli(capsys, "train", "--config", cfg, "rewards.1.type=regexp", "-o", tmp_path / "o")
+    assert_one_line_error(code, err, "unknown reward model 'regexp'", "did you mean 'regex'")
     code, _, err = run_cli(capsys, "evaluate", "--model", f"a={tiny_lm}", "--model", f"b={tiny_lm}",
                            "--prompts", REPO / "pyproject.toml", "--reward", "sentimnt", "-o", tmp_path / "o")
     assert_one_line_error(code, err, "unknown reward model 'sentimnt'", "did you mean 'sentiment'")
@@ -115,12 +119,15 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_python_dash_m_and_console_script(tmp_path):
-    """The real processes: ``python -m multidom`` and the ``multidom`` script, exit code and stderr."""
+    """The real processes: ``python -m multidom`` and the ``multidom`` script; stderr is exactly one line."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "multidom", "train", "--config", str(tmp_path / "x.yaml")],
+    cfg = write_yaml(tmp_path / "c.yaml", {**online_config(tmp_path), "rewards": ["length", {"type": "sentimnt"}]})
+    proc = subprocess.run([sys.executable, "-m", "multidom", "train", "--config", str(cfg), "-o", str(tmp_path / "o")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"multidom: error: config file not found: {tmp_path / 'x.yaml'}"]
+    assert proc.stderr.strip().splitlines() == [
+        "multidom: error: unknown reward model 'sentimnt'; did you mean 'sentiment'? (available: "
+        + ", ".join(sorted(__import__("reward_models").available())) + ")"]
     script = Path(sys.executable).with_name("multidom")
     if script.is_file():  # installed console script (pyproject [project.scripts])
         proc = subprocess.run([str(script), "rewards", "list"], capture_output=True, text=True, env=env, timeout=120)
@@ -180,9 +187,17 @@ def trained(tmp_path_factory, tiny_lm):
             "after_interrupt": after_interrupt, "wandb_after_interrupt": wandb_after_interrupt}
 
 
-def _wandb_keys(run_file: Path) -> set[str]:
-    """Metric names stored in an offline ``run-*.wandb`` file (protobuf records keep keys as UTF-8)."""
-    return set(re.findall(rb"(?:rewards|dominance|eval)/[A-Za-z0-9_./-]+|\bkl\b", run_file.read_bytes()))
+def _wandb_keys(run_file: Path, wait_s: float = 20.0) -> set[bytes]:
+    """Metric names stored in an offline ``run-*.wandb`` file (protobuf records keep keys as UTF-8).
+
+    wandb's service process writes the file asynchronously, a moment after ``finish()`` returns: poll.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        keys = set(re.findall(rb"(?:rewards|dominance|eval)/[A-Za-z0-9_./-]+|\bkl\b", run_file.read_bytes()))
+        if keys or time.monotonic() > deadline:
+            return keys
+        time.sleep(0.5)
 
 
 @pytest.mark.slow

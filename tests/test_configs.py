@@ -181,3 +181,30 @@ def test_ultrafeedback_aot_builds_and_steps_with_standins(standins, tmp_path, ca
     summary = _train_one_step(capsys, cfg, tmp_path / "uf")
     assert summary["trainer"] == "aot" and summary["global_step"] == 1
     assert "eval" in summary and Path(summary["model_path"]).is_dir()
+
+
+@pytest.mark.slow
+def test_evaluate_hh_rlhf_runs_with_standins(standins, tmp_path, capsys):
+    from multidom.evaluation import EvaluateConfig
+
+    cfg = real("evaluate_hh_rlhf.yaml")
+    parsed = from_mapping(EvaluateConfig, cfg, "evaluate")
+    assert [m["name"] for m in parsed.models] == ["reference", "dominance"]
+    assert parsed.estimators == ["quantile", "sliced", "sinkhorn"] and parsed.prompts["split"] == "test"
+    cfg["models"] = [{"name": "reference", "path": str(standins["lm"])},
+                     {"name": "dominance", "path": str(standins["lm"])}]
+    cfg["prompts"] = {"path": _jsonl(tmp_path / "test.jsonl", [{"prompt": _user(p)} for p in PROMPTS]),
+                      "column": "prompt", "limit": 3}
+    for spec in cfg["rewards"]:
+        spec.update(model=str(standins["rm"]), device="cpu")
+    cfg.update(num_generations=2, max_new_tokens=5, n_boot=20, report_to=[], html=False)
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code = cli.main(["evaluate", "--config", str(path), "--output-dir", str(tmp_path / "eval")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["attributes"] == ["harmless", "helpful"] and report["n_prompts"] == 3
+    # the same model twice: no KL, and every estimator finds a tie
+    assert report["kl"]["dominance"]["kl"] == 0.0
+    for est in ("quantile", "sliced", "sinkhorn"):
+        assert report["dominance"][est]["eps"][1][0] == pytest.approx(0.5, abs=1e-6)

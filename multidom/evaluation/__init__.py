@@ -7,7 +7,7 @@ with a reward bank, compare the reward clouds (eps matrices, absolute and relati
 >>> out["dominance"]["sinkhorn"]["eps"][1][0]     # eps(aligned ≽ sft)
 """
 from multidom.evaluation.analysis import EvaluationResult, attribute_stats, evaluate
-from multidom.evaluation.completions import read_completions, read_prompts, write_completions
+from multidom.evaluation.completions import load_prompts, read_completions, read_prompts, write_completions
 from multidom.evaluation.generation import Generations, generate, kl_estimate, sequence_logprobs
 from multidom.evaluation.report import log_to_wandb, summary_table, write_report
 from multidom.evaluation.runner import (
@@ -30,6 +30,7 @@ __all__ = [
     "generate",
     "kl_estimate",
     "load_model",
+    "load_prompts",
     "log_to_wandb",
     "read_completions",
     "read_prompts",

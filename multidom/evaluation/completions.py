@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["read_prompts", "write_completions", "read_completions"]
+__all__ = ["read_prompts", "load_prompts", "write_completions", "read_completions"]
+
+_DATASET_KEYS = ("path", "name", "split", "column", "limit")
 
 
 def read_prompts(path: str | os.PathLike, *, field: str = "prompt", limit: int | None = None) -> list[Any]:
@@ -38,6 +40,40 @@ def read_prompts(path: str | os.PathLike, *, field: str = "prompt", limit: int |
     if not prompts:
         raise ValueError(f"prompts file {p} holds no prompts")
     return prompts[:limit] if limit else prompts
+
+
+def load_prompts(spec: Any) -> list[Any]:
+    """Prompts from a config value: a list (as is), a file path (:func:`read_prompts`), or a dataset
+    mapping ``{path: hub id or saved folder, name, split: test, column: prompt, limit: N}`` read with
+    ``datasets`` (prompts may be chat-message lists, e.g. ``trl-lib/hh-rlhf-helpful-base``)."""
+    if isinstance(spec, list):
+        if not spec:
+            raise ValueError("prompts: the list is empty")
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return read_prompts(spec)
+    if not isinstance(spec, dict) or "path" not in spec:
+        raise ValueError("prompts must be a list, a file, or a mapping {path, split, column, limit}")
+    from multidom.config import check_keys
+
+    check_keys(spec, _DATASET_KEYS, "prompts")
+    import datasets
+
+    path, column = str(spec["path"]), spec.get("column", "prompt")
+    if Path(path).suffix in {".txt", ".jsonl", ".json"} and Path(path).is_file():
+        return read_prompts(path, field=column, limit=spec.get("limit"))
+    try:
+        ds = (datasets.load_from_disk(path) if Path(path).is_dir()
+              else datasets.load_dataset(path, spec.get("name"), split=spec.get("split", "test")))
+    except (ConnectionError, OSError) as exc:
+        raise FileNotFoundError(f"prompts: cannot load dataset {path!r} ({type(exc).__name__}); "
+                                "offline, pass a local file or folder") from None
+    if hasattr(ds, "keys"):  # a DatasetDict saved to disk
+        ds = ds[spec.get("split", "test")]
+    if column not in ds.column_names:
+        raise ValueError(f"prompts: no column {column!r} in {path} (columns: {', '.join(ds.column_names)})")
+    limit = spec.get("limit")
+    return list(ds[column][: int(limit)] if limit else ds[column])
 
 
 def _read_jsonl(p: Path) -> list[Any]:

@@ -15,7 +15,7 @@ import torch
 
 from multidom.config import ConfigError, from_mapping
 from multidom.evaluation.analysis import evaluate
-from multidom.evaluation.completions import read_completions, read_prompts, write_completions
+from multidom.evaluation.completions import load_prompts, read_completions, write_completions
 from multidom.evaluation.generation import generate, kl_estimate, same_tokenizer
 from multidom.evaluation.report import log_to_wandb, summary_table, write_report
 
@@ -29,7 +29,7 @@ class EvaluateConfig:
     models: list = field(default_factory=list)
     """models or checkpoints: [{name, path}] or {name: path}; the first is the reference."""
     prompts: Any = None
-    """held-out prompts: a .txt/.jsonl file or a list of strings (ignored with ``completions``)."""
+    """held-out prompts: a .txt/.jsonl file, a list, or {path, split, column, limit} of a dataset."""
     completions: str | None = None
     """JSONL file of completions to score instead of generating (see multidom.evaluation.completions)."""
     rewards: list = field(default_factory=list)
@@ -254,7 +254,7 @@ def run_from_config(config: Mapping[str, Any], *, output_dir: str) -> dict[str, 
             raise ConfigError(f"completions file {cfg.completions} holds {len(completions)} model; need at least 2")
         result = evaluate_completions(prompts, completions, bank, **common)
     else:
-        prompts = cfg.prompts if isinstance(cfg.prompts, list) else read_prompts(cfg.prompts)
+        prompts = load_prompts(cfg.prompts)
         prompts = prompts[: cfg.max_prompts] if cfg.max_prompts else prompts
         models = {m.get("name") or Path(m["path"]).name: load_model(
             m["path"], device=cfg.device, trust_remote_code=cfg.trust_remote_code) for m in cfg.models}

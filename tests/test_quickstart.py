@@ -1,0 +1,180 @@
+"""The embedded quickstart: data split, tokenizer/chat template, SFT labels and cache, config errors,
+the success criteria, and a heavily shrunk end-to-end run (SFT -> MultiDomTrainer -> evaluation)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from multidom.config import load_config
+from multidom.quickstart import QuickstartConfig, format_table, run_from_config, targets_met
+from multidom.quickstart.data import ChatPair, load_chatterbot_pairs, split_by_prompt
+from multidom.quickstart.lm import CHAT_TEMPLATE, TinyLMConfig, build_model, train_tokenizer
+from multidom.quickstart.sft import SFTConfig, cache_key, encode_pairs, load_or_train_sft, load_sft
+
+PAIRS = [ChatPair("hello there", "hi, nice to see you"), ChatPair("how are you", "great, thanks"),
+         ChatPair("what is your name", "I am a tiny bot"), ChatPair("good bye", "see you soon")]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_chatterbot_pairs()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    return train_tokenizer([p.prompt for p in corpus] + [p.response for p in corpus], 320)
+
+
+def test_chatterbot_pairs_and_split_are_disjoint_by_prompt(corpus):
+    assert len(corpus) > 900 and len(set(corpus)) == len(corpus)
+    assert all(len(p.response.split()) <= 24 and "```" not in p.response for p in corpus)
+    train, held = split_by_prompt(corpus, eval_fraction=0.12, seed=0)
+    assert not {p.prompt for p in train} & set(held)
+    assert 0.05 < len(held) / len({p.prompt for p in corpus}) < 0.2
+    assert split_by_prompt(list(reversed(corpus)), eval_fraction=0.12, seed=0)[1] == held  # order-free
+    assert split_by_prompt(corpus, eval_fraction=0.12, seed=1)[1] != held
+    with pytest.raises(ValueError, match="eval_fraction"):
+        split_by_prompt(corpus, eval_fraction=1.0)
+
+
+def test_tokenizer_round_trip_and_chat_template(tokenizer):
+    text = "Hello, how are you? I'm fine -- 42 émojis 🙂"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text  # byte-level: nothing is unknown
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
+                                             add_generation_prompt=True)
+    assert rendered == "<|bos|><|user|>Hi<|eos|><|assistant|>"
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<|pad|>"
+
+
+def test_encode_pairs_labels_only_the_response(tokenizer):
+    ids, mask, labels = encode_pairs(PAIRS[:2], tokenizer, max_length=64)
+    for row in range(2):
+        pair = PAIRS[row]
+        prefix = tokenizer.apply_chat_template([{"role": "user", "content": pair.prompt}],
+                                               add_generation_prompt=True)["input_ids"]
+        n = int(mask[row].sum())
+        assert ids[row, : len(prefix)].tolist() == list(prefix)
+        assert (labels[row, : len(prefix)] == -100).all() and (labels[row, n:] == -100).all()
+        target = labels[row, len(prefix): n].tolist()
+        assert tokenizer.decode(target) == pair.response + "<|eos|>"
+    with pytest.raises(ValueError, match="max_length"):
+        encode_pairs(PAIRS[:1], tokenizer, max_length=3)
+
+
+def test_sft_learns_and_is_cached(tmp_path):
+    model_cfg = TinyLMConfig(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                             max_length=32)
+    sft_cfg = SFTConfig(epochs=30, batch_size=4, learning_rate=1e-2)
+    path, summary = load_or_train_sft(PAIRS, model_config=model_cfg, sft_config=sft_cfg, cache_dir=tmp_path,
+                                      key_parts={"data": "toy"}, progress=False)
+    assert not summary["cached"] and summary["final_loss"] < 3.0  # from log(300) = 5.7 at random init
+    again, summary2 = load_or_train_sft(PAIRS, model_config=model_cfg, sft_config=sft_cfg, cache_dir=tmp_path,
+                                        key_parts={"data": "toy"}, progress=False)
+    assert again == path and summary2["cached"] and summary2["key"] == summary["key"]
+    other = cache_key(model=model_cfg, sft=SFTConfig(epochs=31, batch_size=4, learning_rate=1e-2), seed=0,
+                      data="toy")
+    assert other != summary["key"]
+    model, tok = load_sft(path)
+    assert sum(p.numel() for p in model.parameters()) == summary["parameters"]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary directory left behind
+
+
+def test_build_model_shape(tokenizer):
+    model = build_model(TinyLMConfig(vocab_size=320, hidden_size=16, num_layers=1, num_heads=2,
+                                     intermediate_size=32), tokenizer)
+    assert model.config.vocab_size == len(tokenizer) and model.config.tie_word_embeddings
+    with pytest.raises(ValueError, match="divisible"):
+        TinyLMConfig(hidden_size=10, num_heads=4)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="unknown key 'epoch' in sft section; did you mean 'epochs'"):
+        QuickstartConfig.from_mapping({"sft": {"epoch": 3}})
+    with pytest.raises(ValueError, match="unknown key 'trainig' in quickstart section; did you mean 'training'"):
+        QuickstartConfig.from_mapping({"trainig": {}})
+    with pytest.raises(ValueError, match="training.output_dir is set by the quickstart"):
+        QuickstartConfig.from_mapping({"training": {"output_dir": "x"}})
+    with pytest.raises(ValueError, match="data.eval_fraction"):
+        QuickstartConfig.from_mapping({"data": {"eval_fraction": 0}})
+
+
+def test_shipped_config_parses():
+    config = load_config("configs/quickstart.yaml")
+    assert config.pop("trainer") == "quickstart"
+    cfg = QuickstartConfig.from_mapping(config)
+    assert [r if isinstance(r, str) else r["type"] for r in cfg.rewards] == [
+        "sentiment", "non_offensive", "relevance", "brevity"]
+    assert cfg.training["beta"] > 0 and cfg.evaluation.eps0 == 0.4
+
+
+def _result(eps, high, deltas, ses):
+    attrs = [f"a{k}" for k in range(len(deltas))]
+    stat = {a: {"mean": 1.0 + dl, "q10": 0.5, "delta": dl, "se": s} for a, dl, s in zip(attrs, deltas, ses)}
+    return {"models": ["sft", "aligned"], "attributes": attrs, "n_prompts": 10, "G": 2,
+            "stats": {"sft": {a: {"mean": 1.0, "q10": 0.5, "delta": 0.0, "se": 0.1} for a in attrs},
+                      "aligned": stat},
+            "dominance": {"quantile": {"eps": [[0.5, 1 - eps], [eps, 0.5]], "low": [[0, 0], [eps - 0.1, 0]],
+                                       "high": [[0, 0], [high, 0]]}},
+            "kl": {"aligned": {"kl": 0.25, "kl_se": 0.01}}}
+
+
+def test_targets_met_criteria():
+    ok = targets_met(_result(0.3, 0.45, [0.2, -0.05], [0.1, 0.1]))
+    assert ok["all_met"] and ok["attributes_worse"] == [] and ok["estimator"] == "quantile"
+    # eps = 0.3 < 0.4 but its upper end 0.55 >= 0.5
+    assert not targets_met(_result(0.3, 0.55, [0.2, 0.0], [0.1, 0.1]))["all_met"]
+    # a2 falls by 0.15 > its se 0.1
+    worse = targets_met(_result(0.3, 0.45, [0.2, -0.15], [0.1, 0.1]))
+    assert not worse["all_met"] and worse["attributes_worse"] == ["a1"]
+    table = format_table(_result(0.3, 0.45, [0.2, -0.05], [0.1, 0.1]), ok, report="r.md")
+    assert "eps(aligned ≽ sft) [quantile] = 0.300  90% interval [0.200, 0.450]" in table
+    assert "KL(aligned || sft) = 0.250" in table and table.endswith("report: r.md")
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end_shrunk(tmp_path, capsys):
+    torch.manual_seed(0)
+    config = {
+        "seed": 0, "cache_dir": str(tmp_path / "cache"),
+        "data": {"align_prompts": 8, "max_eval_prompts": 6},
+        "model": {"vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
+                  "max_length": 48},
+        "sft": {"epochs": 1, "batch_size": 64},
+        "training": {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8,
+                     "baseline_samples": 4, "max_completion_length": 8, "logging_steps": 1, "save_steps": 1,
+                     "plot_steps": 0, "all_estimators_steps": 0, "report_to": "none"},
+        "evaluation": {"num_generations": 2, "n_boot": 20, "estimators": ["quantile", "sliced"]},
+    }
+    out = tmp_path / "run"
+    summary = run_from_config(config, output_dir=str(out))
+    printed = capsys.readouterr().out
+    assert "eps(aligned ≽ sft) [quantile]" in printed and f"report: {out / 'report'}" in printed
+    ev = summary["evaluation"]
+    assert ev["attributes"] == ["sentiment", "non_offensive", "relevance", "brevity"]
+    assert ev["n_prompts"] == 6 and ev["G"] == 2
+    numbers = [ev["kl"]["aligned"]["kl"]]
+    for est in ("quantile", "sliced"):
+        dom = ev["dominance"][est]
+        numbers += [dom["eps"][1][0], dom["low"][1][0], dom["high"][1][0]]
+        assert dom["eps"][1][0] + dom["eps"][0][1] == pytest.approx(1.0, abs=1e-6)
+    for model in ("sft", "aligned"):
+        for attr in ev["attributes"]:
+            numbers += [ev["stats"][model][attr][k] for k in ("mean", "q10", "se")]
+    assert all(math.isfinite(x) for x in numbers)
+    assert summary["global_step"] == 2 and summary["sft"]["cached"] is False
+    for key in ("markdown", "json"):
+        assert (out / "report" / summary["report_paths"][key].split("/")[-1]).is_file()
+    assert any(p.suffix == ".png" for p in (out / "report").rglob("*"))
+    rows = [json.loads(line) for line in (out / "align" / "metrics.jsonl").read_text().splitlines()]
+    assert any("dominance/quantile/eps" in r for r in rows) and any("kl" in r for r in rows)
+    assert (out / "aligned" / "model.safetensors").is_file() and any((out / "align").glob("checkpoint-*"))
+    saved = json.loads((out / "quickstart_summary.json").read_text())
+    assert saved["targets"]["estimator"] == "quantile"
+    # second run: the SFT model comes from the cache, alignment resumes from the last checkpoint
+    again = run_from_config(config, output_dir=str(out), resume=True)
+    assert again["sft"]["cached"] is True and again["resumed_from"] is not None

@@ -158,6 +158,19 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+def set_aside_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Rename ``checkpoint-N`` folders that an interrupt cut short (no ``trainer_state.json``, which the
+    Trainer writes after the weights and optimizer) to ``incomplete-checkpoint-N``, so that ``--resume``
+    continues from the last complete checkpoint. Returns the new paths."""
+    moved = []
+    for ckpt in sorted(Path(output_dir).glob("**/checkpoint-*")):
+        if ckpt.is_dir() and ckpt.name.split("-")[-1].isdigit() and not (ckpt / "trainer_state.json").is_file():
+            target = ckpt.with_name(f"incomplete-{ckpt.name}")
+            ckpt.rename(target)
+            moved.append(target)
+    return moved
+
+
 def _finish_wandb(exit_code: int) -> None:
     """Close an active wandb run so its offline files are complete and synced later with
     ``wandb sync <output_dir>/wandb/offline-run-*`` (no-op when wandb was not used)."""
@@ -263,9 +276,12 @@ def cmd_rewards_list(args: argparse.Namespace) -> int:
     import reward_models  # importing the package registers the built-ins
 
     entries = reward_models.available()
-    width = max((len(name) for name in entries), default=0)
+    broken = reward_models.plugin_errors()
+    width = max((len(name) for name in [*entries, *broken]), default=0)
     for name in sorted(entries):
         print(f"{name:<{width}}  {entries[name] or ''}".rstrip())
+    for name in sorted(broken):
+        print(f"{name:<{width}}  [plug-in failed to load: {broken[name]}]")
     return 0
 
 
@@ -329,8 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _finish_wandb(_EXIT_INTERRUPT)
-        where = getattr(args, "resolved_output_dir", None) or "the output directory"
-        print(f"multidom: interrupted; checkpoints and wandb files in {where} are kept "
+        where = getattr(args, "resolved_output_dir", None)
+        if where and _main_process():
+            for path in set_aside_incomplete_checkpoints(where):
+                print(f"multidom: set aside a checkpoint cut short by the interrupt: {path}", file=sys.stderr)
+        print(f"multidom: interrupted; checkpoints and wandb files in {where or 'the output directory'} are kept "
               "(rerun with --resume to continue)", file=sys.stderr)
         if debug:
             raise

@@ -134,6 +134,26 @@ def test_python_dash_m_and_console_script(tmp_path):
         assert proc.returncode == 0 and "sentiment" in proc.stdout
 
 
+def test_evaluate_a_completions_file(capsys, tmp_path):
+    from multidom.evaluation import write_completions
+
+    prompts = ["p1", "p2", "p3"]
+    comps = {"short": [["a", "b c"], ["d", "e"], ["f g", "h"]],
+             "long": [["a b c d", "a b c d e"], ["a b c", "a b c d"], ["a b c d", "a b c"]]}
+    path = write_completions(tmp_path / "c.jsonl", comps, prompts)
+    code, stdout, err = run_cli(capsys, "evaluate", "--completions", path, "--reward", "length",
+                                "--reward", "{type: regex, pattern: 'a', name: has_a}", "--estimator", "quantile",
+                                "--n-boot", "20", "--output-dir", tmp_path / "out")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["models"] == ["short", "long"] and report["attributes"] == ["length", "has_a"]
+    # every 'long' completion has at least as many words and contains an 'a': long dominates short
+    assert report["dominance"]["quantile"]["eps"][1][0] == pytest.approx(0.0, abs=1e-9)
+    assert report["dominance"]["quantile"]["relative"]["ranking"] == ["long", "short"]
+    assert report["stats"]["long"]["length"]["mean"] == pytest.approx(23 / 6)  # (4 + 5 + 3 + 4 + 4 + 3) / 6
+    assert "eps(long ≽ short) [quantile] = 0.000" in stdout
+
+
 # ------------------------------------------------------------------------------------ rewards list
 def test_rewards_list_prints_every_registered_model(capsys):
     import reward_models
@@ -158,19 +178,24 @@ def test_default_config_is_found_from_the_checkout(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------------------------ end to end
 class _CtrlCAfter:
-    """Raise KeyboardInterrupt at the end of optimizer step ``n`` (as Ctrl-C would, mid-run)."""
+    """Raise KeyboardInterrupt at the end of optimizer step ``n`` (as Ctrl-C would, mid-run), leaving a
+    ``checkpoint-n`` folder cut short (weights written, no trainer state) as an interrupted save would."""
 
     def __init__(self, n: int):
         self.n = n
 
     def __call__(self, args, state, control, **kwargs):  # set on the class: not bound, no callback arg
         if state.global_step == self.n:
+            cut = Path(args.output_dir) / f"checkpoint-{self.n}"
+            cut.mkdir()
+            (cut / "model.safetensors").write_bytes(b"partial")
             raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_lm):
-    """Online run to 4 steps, interrupted by Ctrl-C after step 3 (checkpoint-2 is the last saved), resumed."""
+    """Online run to 4 steps, interrupted by Ctrl-C after step 3 (checkpoint-2 is the last complete one,
+    checkpoint-3 was cut short), resumed."""
     root = tmp_path_factory.mktemp("e2e")
     cfg = write_yaml(root / "online.yaml", online_config(tiny_lm, max_steps=4, save_steps=2))
     out = root / "run"
@@ -178,7 +203,7 @@ def trained(tmp_path_factory, tiny_lm):
         mp.delenv("WANDB_DIR", raising=False)  # configure_wandb keeps the first run's dir within one process
         mp.setattr(JsonlMetrics, "on_step_end", _CtrlCAfter(3), raising=False)
         interrupted = cli.main(["train", "--config", str(cfg), "--output-dir", str(out)])
-        after_interrupt = sorted(p.name for p in out.glob("checkpoint-*"))
+        after_interrupt = sorted(p.name for p in out.glob("*checkpoint-*"))
         wandb_after_interrupt = sorted(out.glob("wandb/offline-run-*/run-*.wandb"))
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("WANDB_DIR", raising=False)
@@ -203,7 +228,7 @@ def _wandb_keys(run_file: Path, wait_s: float = 20.0) -> set[bytes]:
 @pytest.mark.slow
 def test_ctrl_c_keeps_checkpoint_and_wandb_then_resume(trained):
     assert trained["interrupted"] == 130
-    assert trained["after_interrupt"] == ["checkpoint-2"]
+    assert trained["after_interrupt"] == ["checkpoint-2", "incomplete-checkpoint-3"]
     state = json.loads((trained["out"] / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert trained["wandb_after_interrupt"] and trained["wandb_after_interrupt"][0].stat().st_size > 0

@@ -101,6 +101,19 @@ def test_matches_pot_sinkhorn_log_at_same_reg(name):
     assert torch.allclose(res.plan.sum(-2), b, atol=1e-12)
 
 
+@pytest.mark.parametrize("eps_scaling", [None, 0.5])
+def test_small_reg_from_zero_potentials_matches_pot(eps_scaling):
+    # regression: at C / reg ~ 10^3 a kernel built from zero potentials is clamped on whole rows;
+    # without the per-row shift the iterations "converged" (tiny marginal error) to a wrong plan.
+    x, a, y, b = _cloud(13, 30, 25, 3)
+    cost, reg = get_cost("logistic"), 0.01
+    res = sinkhorn_estimator(x, a, y, b, cost, reg=reg, tol=1e-10, max_iter=20_000, eps_scaling=eps_scaling)
+    c = cost_matrix(x, y, cost)
+    plan = ot.bregman.sinkhorn_log(a, b, c, reg, numItermax=20_000, stopThr=1e-12)
+    assert res.transport.item() == pytest.approx((plan * c).sum().item(), abs=1e-8)
+    assert res.value.item() == pytest.approx(_primal(plan, c, a, b, reg).item(), abs=1e-8)
+
+
 @pytest.mark.parametrize("name", ["hinge", "logistic"])
 def test_tends_to_exact_ot_as_reg_goes_to_zero(name):
     # OT <= OT_reg <= OT + reg * KL(pi* || a ⊗ b) <= OT + reg * log(min(n, m)) for uniform weights
@@ -243,12 +256,14 @@ def test_float32_logistic_with_large_costs_does_not_overflow():
 def test_tolerance_and_iteration_cap():
     x, a, y, b = _cloud(11, 30, 20, 2)
     c = cost_matrix(x, y, get_cost("hinge"))
-    f, g, it, err = sinkhorn_potentials(c, a, b, reg=0.01, tol=1e-8, max_iter=100_000, eps_scaling=None)
+    st = sinkhorn_potentials(c, a, b, reg=0.01, tol=1e-8, max_iter=100_000, eps_scaling=None)
+    f, g, it, err = st.f, st.g, st.iterations, st.error
     plan_cols = (a.unsqueeze(-1) * b * ((f.unsqueeze(-1) + g - c) / 0.01).exp()).sum(0)
     assert err < 1e-8 and (plan_cols - b).abs().sum() < 1e-7
-    _, _, it_cap, err_cap = sinkhorn_potentials(c, a, b, reg=0.01, tol=1e-8, max_iter=3, eps_scaling=None)
+    capped = sinkhorn_potentials(c, a, b, reg=0.01, tol=1e-8, max_iter=3, eps_scaling=None)
+    it_cap, err_cap = capped.iterations, capped.error
     assert it_cap == 3 and err_cap > 1e-8 and it > 3
-    _, _, it_scaled, _ = sinkhorn_potentials(c, a, b, reg=0.01, tol=1e-8, max_iter=100_000, eps_scaling=0.5)
+    it_scaled = sinkhorn_potentials(c, a, b, reg=0.01, tol=1e-8, max_iter=100_000, eps_scaling=0.5).iterations
     assert it_scaled < it  # annealing warm-starts the potentials
 
 

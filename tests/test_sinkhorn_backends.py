@@ -9,7 +9,7 @@ from geomloss import SamplesLoss
 
 from multidom.costs import cost_matrix, get_cost
 from multidom.sinkhorn import sinkhorn_estimator
-from multidom.sinkhorn.geomloss_backend import tag, tagged_cost
+from multidom.sinkhorn.geomloss_backend import DEFAULT_SCALING, tag, tagged_cost
 
 D64 = torch.float64
 
@@ -96,10 +96,11 @@ def test_geomloss_without_side_tags_solves_a_different_problem():
     assert (naive - ref.value).abs().item() > 0.1
 
 
-def test_geomloss_backend_needs_annealing():
+def test_geomloss_backend_always_anneals():
     x, a, y, b = _cloud(4, 3, 3, 2)
-    with pytest.raises(ValueError, match="eps_scaling"):
-        sinkhorn_estimator(x, a, y, b, get_cost("hinge"), backend="geomloss", eps_scaling=None)
+    default = sinkhorn_estimator(x, a, y, b, get_cost("hinge"), backend="geomloss", eps_scaling=None)
+    explicit = sinkhorn_estimator(x, a, y, b, get_cost("hinge"), backend="geomloss", eps_scaling=DEFAULT_SCALING)
+    assert torch.equal(default.value, explicit.value)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

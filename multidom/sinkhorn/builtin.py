@@ -26,21 +26,27 @@ with the optimal plan ``pi_ij = a_i b_j exp((f_i + g_j - C_ij) / lambda)``.
 * **Zero weights** (masked samples): ``log 0 = -inf`` terms vanish from the LSEs; the potential of
   a masked sample is still defined (its c-transform), which is the gradient of the value with
   respect to that weight — what the sample *would* cost if it were included.
-* **Gradient (envelope theorem)**: iterations run under ``torch.no_grad()`` on a detached cost
-  matrix; then the dual objective above is evaluated once, differentiably in ``C`` (hence the
-  points), ``a`` and ``b``, at the converged potentials. At the optimum its gradients are
-  ``d/dC_ij = pi_ij``, ``d/da_i = f_i``, ``d/db_j = g_j``; memory does not grow with iterations.
+* **Gradient (envelope theorem)**: iterations run under ``torch.no_grad()``; the value is then
+  the dual objective at the converged potentials, and a custom autograd function returns its
+  envelope-theorem gradients ``d/da_i = f_i``, ``d/db_j = g_j`` (up to the marginal error) and
+  ``d/dx_ik = -sum_j pi_ij h'(y_jk - x_ik)``, ``d/dy_jk = sum_i pi_ij h'(y_jk - x_ik)``
+  (``d/dC = pi``, recomputed one attribute at a time), so memory stays ``O(n m)`` whatever the
+  number of iterations and attributes, and the plan comes from the final scalings without
+  another ``exp`` pass.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from multidom.clouds import ViolationResult
 from multidom.costs import Cost, cost_matrix
 
-__all__ = ["solve", "sinkhorn_potentials", "eps_schedule", "envelope_result", "f_update", "g_update"]
+__all__ = ["SinkhornState", "solve", "sinkhorn_potentials", "state_from_potentials", "eps_schedule",
+           "envelope_result", "f_update", "g_update"]
 
 #: lower clamp of LSE arguments (after subtracting the max): exp(-_CLAMP) is far below the
 #: dtype's relative resolution, so clamping changes no result but keeps exp off its slow path.
@@ -79,15 +85,21 @@ def eps_schedule(c: torch.Tensor, reg: float, eps_scaling: float | None) -> list
     return [spread * eps_scaling**k for k in range(n_stages)] + [reg]
 
 
-def _kernel(c: torch.Tensor, f: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
-    """Stabilised Gibbs kernel ``K_ij = exp((f_i + g_j - C_ij) / eps)`` ``(..., n, m)``, exponent
-    clamped to ``[-_CLAMP, hi]``: the low side keeps ``exp`` off its slow underflow path (those
-    entries are below the dtype's resolution next to the row's O(1) terms), the high side keeps
-    products finite before the next absorption."""
-    lo = _CLAMP.get(c.dtype, 40.0)
-    hi = 0.45 * math.log(torch.finfo(c.dtype).max)
-    k = f.unsqueeze(-1) + g.unsqueeze(-2)
-    return k.sub_(c).div_(eps).clamp_(-lo, hi).exp_()
+def _kernel(c: torch.Tensor, f: torch.Tensor, g: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stabilised Gibbs kernel ``K_ij = exp((f_i + g_j - C_ij) / eps)`` ``(..., n, m)``.
+
+    Each row is shifted so that its largest exponent is 0 (the shift is absorbed into ``f``, which
+    is returned updated), then exponents are clamped below at ``-_CLAMP``: clamped entries are
+    ``< e^-40`` (float32) relative to their row's largest one, below the dtype's resolution in any
+    row sum unless column weights differ by more than ``e^40``, and the clamp keeps ``exp`` off its
+    slow underflow path. Without the shift, potentials far from optimal (e.g. zero at a small
+    ``eps``) would clamp whole rows and the iterations would converge to a wrong plan.
+    """
+    z = (f / eps).unsqueeze(-1) + (g / eps).unsqueeze(-2)
+    z.add_(c, alpha=-1.0 / eps)
+    shift = z.amax(-1, keepdim=True)
+    k = z.sub_(shift).clamp_(min=-_CLAMP.get(c.dtype, 40.0)).exp_()
+    return k, f - eps * shift.squeeze(-1)
 
 
 def _matvec(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -100,6 +112,33 @@ def _vecmat(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.matmul(u.unsqueeze(-2), k).squeeze(-2)
 
 
+@dataclass
+class SinkhornState:
+    """Converged solver state, all detached.
+
+    ``f (..., n)``, ``g (..., m)``: potentials; ``kernel (..., n, m)``, ``u (..., n)``,
+    ``v (..., m)``: ``pi = (a u) ⊙ kernel ⊙ (b v)`` (``kernel = exp((f0 ⊕ g0 - C)/reg)`` at the
+    last absorption, ``f = f0 + reg log u``); ``iterations`` at ``reg``; ``error``: max L1
+    row-marginal error before the last ``f`` update.
+    """
+
+    f: torch.Tensor
+    g: torch.Tensor
+    kernel: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    iterations: int = 0
+    error: float = 0.0
+
+
+@torch.no_grad()
+def state_from_potentials(c: torch.Tensor, f: torch.Tensor, g: torch.Tensor, reg: float) -> SinkhornState:
+    """:class:`SinkhornState` of given potentials (other backends): kernel from ``f, g``, ``u = v = 1``."""
+    f, g = f.detach().to(c.dtype), g.detach().to(c.dtype)
+    k, f0 = _kernel(c.detach(), f, g, reg)
+    return SinkhornState(f, g, k, ((f - f0) / reg).exp(), torch.ones_like(g))
+
+
 @torch.no_grad()
 def sinkhorn_potentials(
     c: torch.Tensor,
@@ -109,8 +148,8 @@ def sinkhorn_potentials(
     reg: float,
     max_iter: int = 1000,
     tol: float = 1e-6,
-    eps_scaling: float | None = 0.5,
-) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    eps_scaling: float | None = None,
+) -> SinkhornState:
     """Converged dual potentials of ``OT_reg(a, b, C)``, no autograd.
 
     The block updates are the log-domain ones of the module docstring, carried out as
@@ -130,8 +169,7 @@ def sinkhorn_potentials(
         reg, max_iter, tol, eps_scaling: see :func:`multidom.sinkhorn.sinkhorn_estimator`.
 
     Returns:
-        ``(f (..., n), g (..., m), iterations at reg, max L1 row-marginal error before the last
-        f update)``. The last update is an ``f`` update (exact row marginals).
+        :class:`SinkhornState`; the last update is an ``f`` update (exact row marginals).
     """
     c = c.detach()
     a, b = a.detach().to(c.dtype), b.detach().to(c.dtype)
@@ -140,11 +178,11 @@ def sinkhorn_potentials(
     bound = 0.25 * _CLAMP.get(c.dtype, 40.0)  # |log u| + |log v| stays well inside the clamp
     stages = eps_schedule(c, reg, eps_scaling)
     for eps in stages[:-1]:  # annealing: one block update per lambda value, then absorb
-        k = _kernel(c, f, g, eps)
+        k, f = _kernel(c, f, g, eps)
         u = _matvec(k, b).reciprocal_()
         v = _vecmat(a * u, k).reciprocal_()
         f, g = f + eps * u.log(), g + eps * v.log()
-    k = _kernel(c, f, g, reg)
+    k, f = _kernel(c, f, g, reg)
     u = _matvec(k, b).reciprocal_()
     v = torch.ones_like(b)
     err, it = float("inf"), 0
@@ -161,10 +199,10 @@ def sinkhorn_potentials(
             break
         if it % check_every == 0 and float(torch.maximum(u.log().abs().amax(), v.log().abs().amax())) > bound:
             f, g = f + reg * u.log(), g + reg * v.log()
-            k = _kernel(c, f, g, reg)
+            k, f = _kernel(c, f, g, reg)
             u = _matvec(k, b).reciprocal_()
             v = torch.ones_like(b)
-    return f + reg * u.log(), g + reg * v.log(), it, err
+    return SinkhornState(f + reg * u.log(), g + reg * v.log(), k, u, v, it, err)
 
 
 def solve(
@@ -177,54 +215,96 @@ def solve(
     reg: float = 0.1,
     max_iter: int = 1000,
     tol: float = 1e-6,
-    eps_scaling: float | None = 0.5,
+    eps_scaling: float | None = None,
     return_plan: bool = False,
 ) -> ViolationResult:
     """Entropic violation by the built-in solver; arguments as in
     :func:`multidom.sinkhorn.sinkhorn_estimator` (``x (..., n, d)``, ``a (..., n)``,
     ``y (..., m, d)``, ``b (..., m)``).
-
-    ``value`` is the dual objective at the converged potentials (= the primal
-    ``<pi, C> + reg KL(pi || a ⊗ b)`` up to the marginal error), differentiable by the envelope
-    theorem. ``transport = <pi, C>`` carries the gradient with the plan held fixed (``d/dC = pi``;
-    exact as ``reg -> 0``, like POT's envelope mode it has no gradient in the weights).
     """
-    c = cost_matrix(x, y, cost)
-    f, g, _, _ = sinkhorn_potentials(c, a, b, reg=reg, max_iter=max_iter, tol=tol, eps_scaling=eps_scaling)
-    return envelope_result(c, a, b, f, g, reg=reg, return_plan=return_plan)
+    with torch.no_grad():
+        c = cost_matrix(x.detach(), y.detach(), cost)
+        state = sinkhorn_potentials(c, a, b, reg=reg, max_iter=max_iter, tol=tol, eps_scaling=eps_scaling)
+    return envelope_result(x, a, y, b, cost, c, state, reg=reg, return_plan=return_plan)
 
 
 def envelope_result(
-    c: torch.Tensor,
+    x: torch.Tensor,
     a: torch.Tensor,
+    y: torch.Tensor,
     b: torch.Tensor,
-    f: torch.Tensor,
-    g: torch.Tensor,
+    cost: Cost,
+    c: torch.Tensor,
+    state: SinkhornState,
     *,
     reg: float,
     return_plan: bool = False,
 ) -> ViolationResult:
-    """Differentiable value at given (converged, detached) potentials; shared by all backends.
+    """Value, transport part and envelope gradients at a converged state; shared by all backends.
 
-    ``value = <a, f> + <b, g> - reg (sum_ij a_i b_j exp((f_i + g_j - C_ij)/reg) - |a| |b|)`` --
-    the dual objective of ``<pi, C> + reg KL(pi || a ⊗ b)`` with the generalised KL (``+ |a ⊗ b|
-    - |pi|``), equal to the primal at the optimum (``|.|`` = total mass, 1 on the simplex). Its
-    autograd gradients are the envelope-theorem ones: ``d/dC = pi``,
-    ``d/da_i = f_i - reg ((pi 1)_i / a_i - |b|)`` (``= f_i`` when the row marginals are exact, as
-    after an ``f`` update), ``d/db`` likewise.
+    ``value = <a, f> + <b, g> - reg (sum_ij pi_ij - |a| |b|)`` -- the dual objective of
+    ``<pi, C> + reg KL(pi || a ⊗ b)`` with the generalised KL (``+ |a ⊗ b| - |pi|``; ``|.|`` =
+    total mass, 1 on the simplex), equal to the primal at the optimum. Its gradients (envelope
+    theorem) are ``d/da_i = f_i - reg ((pi 1)_i / a_i - |b|)`` (``= f_i`` with exact row
+    marginals), ``d/db_j = g_j - reg ((pi^T 1)_j / b_j - |a|)`` and ``d/dC = pi``, carried to the
+    points through ``h'``. ``transport = <pi, C>`` carries the gradient with the plan held fixed
+    (``d/dC = pi``; exact as ``reg -> 0``; like POT's envelope mode, none in the weights).
 
     Args:
-        c: ``(..., n, m)`` cost matrix (carrying the autograd graph to the points).
-        a: ``(..., n)``, b: ``(..., m)`` weights; f: ``(..., n)``, g: ``(..., m)`` potentials.
+        x: ``(..., n, d)``, a: ``(..., n)``, y: ``(..., m, d)``, b: ``(..., m)`` (may require grad).
+        c: ``(..., n, m)`` detached cost matrix; state: from :func:`sinkhorn_potentials` or
+            :func:`state_from_potentials`.
     """
-    f, g = f.detach().to(c.dtype), g.detach().to(c.dtype)
-    # exp((f_i + g_j - C_ij)/reg) = pi_ij / (a_i b_j); clamped so 0 * inf never makes a NaN for
-    # pairs of masked samples, whose potentials are unconstrained by the plan.
-    hi = 0.9 * math.log(torch.finfo(c.dtype).max)
-    ratio = ((f.unsqueeze(-1) + g.unsqueeze(-2) - c) / reg).clamp(max=hi).exp()
-    plan = a.unsqueeze(-1) * b.unsqueeze(-2) * ratio
-    value = (a * f).sum(-1) + (b * g).sum(-1) + reg * (a.sum(-1) * b.sum(-1) - plan.sum(dim=(-2, -1)))
-    transport = (plan.detach() * c).sum(dim=(-2, -1))
-    return ViolationResult(
-        value=value, transport=transport, plan=plan if return_plan else None, f=f, g=g,
-    )
+    value, transport, plan = _Envelope.apply(x, a, y, b, cost, c, state, reg)
+    return ViolationResult(value=value, transport=transport, plan=plan if return_plan else None,
+                           f=state.f, g=state.g)
+
+
+class _Envelope(torch.autograd.Function):
+    """``(x, a, y, b) -> (value, transport, plan)`` with envelope-theorem backward (see
+    :func:`envelope_result`); the plan output is not differentiable."""
+
+    @staticmethod
+    def forward(ctx: Any, x, a, y, b, cost: Cost, c, state: SinkhornState, reg: float):  # noqa: ANN001
+        a_, b_ = a.detach().to(c.dtype), b.detach().to(c.dtype)
+        au, bv = a_ * state.u, b_ * state.v
+        plan = state.kernel * au.unsqueeze(-1) * bv.unsqueeze(-2)
+        row = state.u * _matvec(state.kernel, bv)  # (pi 1)_i / a_i, defined for a_i = 0 too
+        col = state.v * _vecmat(au, state.kernel)  # (pi^T 1)_j / b_j
+        mass_a, mass_b = a_.sum(-1, keepdim=True), b_.sum(-1, keepdim=True)
+        value = (a_ * state.f).sum(-1) + (b_ * state.g).sum(-1) - reg * ((a_ * row).sum(-1) - (mass_a * mass_b).squeeze(-1))
+        transport = torch.linalg.vecdot(plan.flatten(-2), c.flatten(-2))
+        ctx.cost = cost
+        ctx.grad_a = state.f - reg * (row - mass_b)
+        ctx.grad_b = state.g - reg * (col - mass_a)
+        ctx.save_for_backward(x, y, plan)
+        ctx.mark_non_differentiable(plan)
+        return value.to(a.dtype), transport.to(a.dtype), plan
+
+    @staticmethod
+    def backward(ctx: Any, g_value, g_transport, _g_plan):  # noqa: ANN001
+        x, y, plan = ctx.saved_tensors
+        gx = ga = gy = gb = None
+        if ctx.needs_input_grad[1]:
+            ga = g_value.unsqueeze(-1) * ctx.grad_a
+        if ctx.needs_input_grad[3]:
+            gb = g_value.unsqueeze(-1) * ctx.grad_b
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+            w = plan * (g_value + g_transport)[..., None, None]  # d/dC_ij
+            gx, gy = _point_grads(x, y, w, ctx.cost)
+        return gx, ga, gy, gb, None, None, None, None
+
+
+def _point_grads(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, cost: Cost) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_ij w_ij C_ij`` differentiated in ``x (..., n, d)`` and ``y (..., m, d)``, one attribute
+    at a time (``C_ij = sum_k h(y_jk - x_ik)``): ``d/dx_ik = -sum_j w_ij h'(t_ijk)``,
+    ``d/dy_jk = sum_i w_ij h'(t_ijk)``."""
+    gx = torch.empty(w.shape[:-1] + x.shape[-1:], dtype=w.dtype, device=w.device)
+    gy = torch.empty(w.shape[:-2] + y.shape[-2:], dtype=w.dtype, device=w.device)
+    for k in range(x.shape[-1]):
+        with torch.enable_grad():
+            t = (y.detach()[..., None, :, k] - x.detach()[..., :, None, k]).to(w.dtype).requires_grad_()
+            (wh,) = torch.autograd.grad(cost.h(t), t, grad_outputs=w)
+        gx[..., k] = -wh.sum(-1)
+        gy[..., k] = wh.sum(-2)
+    return gx.to(x.dtype), gy.to(y.dtype)

@@ -37,9 +37,12 @@ from geomloss import SamplesLoss
 
 from multidom.clouds import ViolationResult
 from multidom.costs import Cost, cost_matrix
-from multidom.sinkhorn.builtin import envelope_result, f_update
+from multidom.sinkhorn.builtin import envelope_result, f_update, state_from_potentials
 
-__all__ = ["solve", "tagged_cost", "tag"]
+__all__ = ["DEFAULT_SCALING", "solve", "tagged_cost", "tag"]
+
+#: annealing ratio used when the caller passes ``eps_scaling=None`` (geomloss always anneals).
+DEFAULT_SCALING = 0.9
 
 
 def tag(points: torch.Tensor, side: float) -> torch.Tensor:
@@ -67,22 +70,20 @@ def solve(
     reg: float = 0.1,
     max_iter: int = 1000,
     tol: float = 1e-6,
-    eps_scaling: float | None = 0.5,
+    eps_scaling: float | None = None,
     return_plan: bool = False,
 ) -> ViolationResult:
     """Entropic violation with geomloss; arguments and return as in
     :func:`multidom.sinkhorn.sinkhorn_estimator` (``x (..., n, d)``, ``a (..., n)``,
-    ``y (..., m, d)``, ``b (..., m)``). ``tol`` and ``max_iter`` do not apply (module docstring).
-
-    Raises:
-        ValueError: ``eps_scaling=None`` (geomloss always anneals; pass a ratio in (0, 1)).
+    ``y (..., m, d)``, ``b (..., m)``). ``tol`` and ``max_iter`` do not apply (module docstring);
+    ``eps_scaling=None`` means geomloss's annealing ratio :data:`DEFAULT_SCALING`.
     """
     if eps_scaling is None:
-        raise ValueError("the geomloss backend always anneals: pass eps_scaling in (0, 1), e.g. 0.9")
-    c = cost_matrix(x, y, cost)
+        eps_scaling = DEFAULT_SCALING
     n, m, d = x.shape[-2], y.shape[-2], x.shape[-1]
     with torch.no_grad():
-        cd = c.detach().reshape(-1, n, m)
+        c = cost_matrix(x.detach(), y.detach(), cost)
+        cd = c.reshape(-1, n, m)
         spread = float((cd.amax(dim=(-2, -1)) - cd.amin(dim=(-2, -1))).max())
         solver = SamplesLoss(
             "sinkhorn", p=1, blur=reg, diameter=max(spread, reg), scaling=float(eps_scaling),
@@ -91,4 +92,5 @@ def solve(
         ad, bd = a.detach().reshape(-1, n).to(c.dtype), b.detach().reshape(-1, m).to(c.dtype)
         _, g = solver(ad, tag(x.detach().reshape(-1, n, d), 1.0), bd, tag(y.detach().reshape(-1, m, d), -1.0))
         f = f_update(cd / -reg, g, bd.log(), reg)
-    return envelope_result(c, a, b, f.reshape(a.shape), g.reshape(b.shape), reg=reg, return_plan=return_plan)
+    state = state_from_potentials(c, f.reshape(a.shape), g.reshape(b.shape), reg)
+    return envelope_result(x, a, y, b, cost, c, state, reg=reg, return_plan=return_plan)

@@ -25,7 +25,7 @@ import torch
 
 from multidom.clouds import ViolationResult
 from multidom.costs import Cost, cost_matrix
-from multidom.sinkhorn.builtin import envelope_result, f_update, g_update
+from multidom.sinkhorn.builtin import envelope_result, f_update, g_update, state_from_potentials
 
 __all__ = ["solve"]
 
@@ -47,10 +47,10 @@ def solve(
     :func:`multidom.sinkhorn.sinkhorn_estimator` (``x (..., n, d)``, ``a (..., n)``,
     ``y (..., m, d)``, ``b (..., m)``). ``eps_scaling`` is ignored (see the module docstring).
     """
-    c = cost_matrix(x, y, cost)
-    n, m = c.shape[-2:]
     with torch.no_grad():
-        cd = c.detach().reshape(-1, n, m)
+        c = cost_matrix(x.detach(), y.detach(), cost)
+        n, m = c.shape[-2:]
+        cd = c.reshape(-1, n, m)
         ad, bd = a.detach().reshape(-1, n).to(c.dtype), b.detach().reshape(-1, m).to(c.dtype)
         log_v = torch.stack([
             ot.bregman.sinkhorn_log(ad[k], bd[k], cd[k], reg, numItermax=max_iter, stopThr=tol,
@@ -62,4 +62,5 @@ def solve(
         neg_c = cd / -reg
         f = f_update(neg_c, g, log_b, reg)
         g = torch.where(bd > 0, g, g_update(neg_c, f, log_a, reg))  # c-transform on masked samples
-    return envelope_result(c, a, b, f.reshape(a.shape), g.reshape(b.shape), reg=reg, return_plan=return_plan)
+    state = state_from_potentials(c, f.reshape(a.shape), g.reshape(b.shape), reg)
+    return envelope_result(x, a, y, b, cost, c, state, reg=reg, return_plan=return_plan)

@@ -105,7 +105,7 @@ def test_matches_pot_sinkhorn_log_at_same_reg(name):
 def test_small_reg_from_zero_potentials_matches_pot(eps_scaling):
     # regression: at C / reg ~ 10^3 a kernel built from zero potentials is clamped on whole rows;
     # without the per-row shift the iterations "converged" (tiny marginal error) to a wrong plan.
-    x, a, y, b = _cloud(13, 30, 25, 3)
+    x, a, y, b = _cloud(13, 30, 25, 3, shift=3.0)  # every C_ij > 1: all of C / reg > 100
     cost, reg = get_cost("logistic"), 0.01
     res = sinkhorn_estimator(x, a, y, b, cost, reg=reg, tol=1e-10, max_iter=20_000, eps_scaling=eps_scaling)
     c = cost_matrix(x, y, cost)

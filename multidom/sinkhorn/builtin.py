@@ -174,7 +174,7 @@ def sinkhorn_potentials(
     c = c.detach()
     a, b = a.detach().to(c.dtype), b.detach().to(c.dtype)
     f = torch.zeros_like(a)
-    g = torch.zeros_like(b)
+    g = c.amin(-2)  # every column then has an exponent 0 in the first kernel (rows: see _kernel)
     bound = 0.25 * _CLAMP.get(c.dtype, 40.0)  # |log u| + |log v| stays well inside the clamp
     stages = eps_schedule(c, reg, eps_scaling)
     for eps in stages[:-1]:  # annealing: one block update per lambda value, then absorb
@@ -192,16 +192,21 @@ def sinkhorn_potentials(
         v = _vecmat(a * u, k).reciprocal_()
         kbv = _matvec(k, b * v)
         it += 1
-        if it % check_every == 0 or it == max_iter:
-            err = float((a * (u * kbv - 1.0).abs_()).sum(-1).max())
+        if it % check_every and it != max_iter:
+            u = kbv.reciprocal_()
+            continue
+        err = float((a * (u * kbv - 1.0).abs_()).sum(-1).max())
         u = kbv.reciprocal_()
-        if err < tol:
-            break
-        if it % check_every == 0 and float(torch.maximum(u.log().abs().amax(), v.log().abs().amax())) > bound:
+        if float(torch.maximum(u.log().abs().amax(), v.log().abs().amax())) > bound and it < max_iter:
+            # large scalings mean clamped kernel entries may matter: absorb and rebuild the kernel
+            # before any convergence is accepted (a clamped kernel has its own, wrong, fixed point)
             f, g = f + reg * u.log(), g + reg * v.log()
             k, f = _kernel(c, f, g, reg)
             u = _matvec(k, b).reciprocal_()
             v = torch.ones_like(b)
+            err = float("inf")
+        elif err < tol:
+            break
     return SinkhornState(f + reg * u.log(), g + reg * v.log(), k, u, v, it, err)
 
 

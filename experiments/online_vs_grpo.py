@@ -14,8 +14,13 @@ classes) and ``brevity``. Reported on held-out prompts (``samples`` completions 
 each attribute's mean and 10th percentile next to the reference model's, ``eps(policy ≽ reference)``
 (sinkhorn, hinge, ``reg=0.05``) with a prompt-bootstrap 95% interval (:func:`multidom.stats.bootstrap_eps`),
 the sequence-level KL to the reference (Monte Carlo, ``E_pi[log pi - log pi_ref]``), the median step time
-and, for multidom, the share of the step spent in the dominance estimator (potentials) and in the
-``eps`` logging solve.
+and, for multidom, the share of the step spent in the dominance estimator (potentials).
+
+Step cost is measured separately (``timing_lr0``) with ``learning_rate = 0`` so that every method samples
+the same policy (a trained policy changes completion lengths, hence generation time): CPU time per step
+(the machine this was run on is shared; process CPU time is the comparison that survives the load), for
+the tiny model and for a larger one (hidden 256, 4 layers). The dominance step costs the same for both;
+its share shrinks as the model grows.
 
 What it does not reproduce: no paper reports this toy task; it checks the method's promise (every
 attribute at or above the reference without weights) and its cost, not a published number.
@@ -54,24 +59,31 @@ COMMON = dict(per_device_train_batch_size=64, num_generations=8, max_completion_
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of every optimizer step (generation + scoring + loss + update)."""
+    """Wall and process-CPU time of every optimizer step (generation + scoring + loss + update).
+
+    CPU time is the comparison that survives a shared machine (one thread, so it is the step's work).
+    """
 
     def __init__(self):
         self.times: list[float] = []
-        self._t = 0.0
+        self.cpu: list[float] = []
+        self._t = self._c = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._t = time.perf_counter()
+        self._t, self._c = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.times.append(time.perf_counter() - self._t)
+        self.cpu.append(time.process_time() - self._c)
 
 
-def _methods(steps: int, seed: int) -> dict:
+def _methods(steps: int, seed: int, lr: float | None = None) -> dict:
+    common = {**COMMON, **({} if lr is None else {"learning_rate": lr})}
+
     def multidom(estimator, attrs=ATTRS):
         def build(path, train, out, timer):
             args = OnlineDominanceConfig(output_dir=out, max_steps=steps, seed=seed, estimator=estimator,
-                                         baseline_samples=8, plot_steps=0, all_estimators_steps=0, **COMMON)
+                                         baseline_samples=8, plot_steps=0, all_estimators_steps=0, **common)
             return MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
                                    Dataset.from_dict({"prompt": train}), toy_rewards(attributes=attrs),
                                    processing_class=AutoTokenizer.from_pretrained(path), callbacks=[timer])
@@ -80,7 +92,7 @@ def _methods(steps: int, seed: int) -> dict:
     def grpo(aggregation):
         def build(path, train, out, timer):
             args = GRPOConfig(output_dir=out, max_steps=steps, seed=seed, multi_objective_aggregation=aggregation,
-                              **COMMON)
+                              **common)
             return GRPOTrainer(AutoModelForCausalLM.from_pretrained(path), toy_rewards(), args=args,
                                train_dataset=Dataset.from_dict({"prompt": train}),
                                processing_class=AutoTokenizer.from_pretrained(path), callbacks=[timer])
@@ -137,6 +149,7 @@ def evaluate(model, ref, tok, held, samples, scorer, ref_cloud, n_boot):
 
 
 def _plot(results: dict, path: Path) -> None:
+    results = {k: v for k, v in results.items() if "eval" in v}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,6 +181,36 @@ def _plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def time_methods(path, train, work: Path, args) -> dict:
+    """Step cost with ``learning_rate = 0``: every method then samples from the same (reference) policy, so
+    completion lengths -- which a trained policy changes, and generation time with them -- are identical and
+    the only difference is the reward aggregation. Two interleaved rounds; CPU time per step, median."""
+    names = ["grpo-sum", "grpo-gdpo", "multidom-quantile", "multidom-sliced", "multidom-sinkhorn"]
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    dom: dict[str, list[float]] = {n: [] for n in names}
+    methods = _methods(args.timing_steps, args.seed, lr=0.0)
+    for _ in range(2):
+        for name in names:
+            timer = StepTimer()
+            trainer = methods[name](path, train, str(work / f"timing-{name}"), timer)
+            trainer.train()
+            cpu[name] += timer.cpu[1:]
+            wall[name] += timer.times[1:]
+            dom[name] += [h["timing/dominance_s"] for h in trainer.state.log_history if "timing/dominance_s" in h][1:]
+    base = statistics.median(cpu["grpo-sum"])
+    out = {}
+    for name in names:
+        c = statistics.median(cpu[name])
+        out[name] = {"median_step_cpu_s": c, "median_step_wall_s": statistics.median(wall[name]),
+                     "step_cpu_vs_grpo_sum": c / base, "steps_measured": len(cpu[name])}
+        if dom[name]:
+            out[name]["median_dominance_s"] = statistics.median(dom[name])
+            out[name]["estimator_share_of_step_wall"] = statistics.median(dom[name]) / statistics.median(wall[name])
+        print("timing", name, json.dumps(out[name]), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="experiments/results")
@@ -175,6 +218,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samples", type=int, default=32, help="held-out completions per prompt")
     ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--timing-steps", type=int, default=12, help="steps per method and round at lr 0 (0: skip)")
     ap.add_argument("--only", nargs="*", help="run only these methods")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -219,12 +263,19 @@ def main() -> None:
     for entry in results.values():
         if base:
             entry["step_time_vs_grpo_sum"] = entry["median_step_s"] / base
+    timing: dict = {}
+    if args.timing_steps:
+        for hidden, layers in ((32, 1), (256, 4)):
+            sized = path if hidden == 32 else build_toy_model(work / f"model-{hidden}", hidden=hidden, layers=layers,
+                                                              seed=args.seed)
+            timing[f"hidden{hidden}_layers{layers}"] = time_methods(sized, train, work, args)
     meta = {"steps": args.steps, "seed": args.seed, "held_out_prompts": len(held), "samples": args.samples,
             "train_prompts": len(train), "common": COMMON, "torch_threads": torch.get_num_threads(),
             "command": "OMP_NUM_THREADS=1 python experiments/online_vs_grpo.py " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "only")}
     stem = "online_vs_grpo" if not args.only else "online_vs_grpo_partial"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results, "timing_lr0": timing},
+                                                 indent=2) + "\n")
     _plot(results, out / f"{stem}.png")
     print("wrote", out / f"{stem}.json")
 

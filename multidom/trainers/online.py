@@ -47,13 +47,13 @@ def _baseline_tensor(column: list | None, n: int, d: int) -> tuple[torch.Tensor,
     if column is None:
         raise ValueError("the batch has no baseline column; prepare the dataset with MultiDomTrainer "
                          "(baseline_source 'reference' or 'dataset') or add the column yourself")
-    m = max((len(c) for c in column), default=0)
-    pts = torch.full((n, max(m, 1), d), math.nan)
-    for i, rows in enumerate(column):
-        for j, v in enumerate(rows):
-            if len(v) != d:
-                raise ValueError(f"the baseline has d = {len(v)} attributes but the reward bank gives d = {d}")
-            pts[i, j] = torch.as_tensor(v, dtype=torch.float32)
+    m = max(max((len(c) for c in column), default=0), 1)
+    bad = next((len(v) for rows in column for v in rows if len(v) != d), None)
+    if bad is not None:
+        raise ValueError(f"the baseline has d = {bad} attributes but the reward bank gives d = {d}")
+    pad = [math.nan] * d
+    pts = torch.tensor([[[math.nan if x is None else x for x in v] for v in rows] + [pad] * (m - len(rows))
+                        for rows in column], dtype=torch.float32).reshape(n, m, d)
     return pts, torch.isfinite(pts).all(-1)
 
 

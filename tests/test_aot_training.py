@@ -88,6 +88,7 @@ def test_resume_equals_uninterrupted(tiny_dir, tmp_path):
     losses = {r["step"]: r["loss"] for r in rows if "loss" in r}
     rlosses = {r["step"]: r["loss"] for r in rrows if "loss" in r}
     assert set(rlosses) == {3, 4}
+    assert all("dominance/quantile/violation_ratio" in r and "rewards/chosen/mean" in r for r in rows if "loss" in r)
     for step in (3, 4):
         assert rlosses[step] == pytest.approx(losses[step], rel=1e-5)
 
@@ -144,3 +145,19 @@ def test_violation_ratio_metric_is_the_library_one():
     # hinge, sorted coupling: D(U>=V) = (1 + 0 + 0)/3, D(V>=U) = (0 + 1 + 2)/3 -> ratio 1/4
     eps = multidom.violation_ratio(u[:, None], v[:, None], estimator="quantile", cost="hinge")
     assert float(eps) == pytest.approx(0.25)
+
+
+def test_desirable_and_undesirable_datasets(tiny_dir, tmp_path):
+    """KTO-style unpaired data: two files with different prompts, merged with a label column."""
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text("".join(json.dumps({"prompt": f"Q{i}:", "completion": "abab"}) + "\n" for i in range(5)))
+    bad.write_text("".join(json.dumps({"prompt": f"R{i}?", "completion": "zq" * (i + 1)}) + "\n" for i in range(3)))
+    cfg = _example_config(tiny_dir, tmp_path, max_steps=1, save_strategy="no")
+    cfg["data"] = {"desirable": str(good), "undesirable": str(bad)}
+    cfg["training"].update(per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    out = run_from_config(cfg, output_dir=str(tmp_path / "kto"))
+    assert out["global_step"] == 1 and Path(out["model_path"]).is_dir()
+    row = out["final_metrics"]
+    assert row["step"] == 1 and 0.0 <= row["dominance/quantile/violation_ratio"] <= 1.0
+    # at the first step the policy is the reference: every log-ratio is 0 on both sides
+    assert row["rewards/chosen/mean"] == pytest.approx(0.0, abs=1e-6)

@@ -19,9 +19,9 @@ the multivariate violation of arXiv 2406.06425. Attributes are z-scored on the b
 attribute (zero spread) is left centred but unscaled.
 
 At the start of training the policy equals the reference, so both clouds coincide: a kink of the
-exact 1-D violation as a function of the weights. There the library's ``quantile`` / ``sliced``
-estimators currently return a zero weight-gradient (not a subgradient), so training would not
-leave the start; ``sinkhorn`` (smooth) is the default.
+unregularised violation as a function of the weights (the library returns the mean of the one-sided
+derivatives there; tests/test_offline.py checks that it points to the dominating candidates).
+``sinkhorn`` (smooth in the weights) is the default.
 """
 from __future__ import annotations
 

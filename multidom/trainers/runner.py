@@ -28,6 +28,7 @@ DATA_KEYS = {
     "aot": ("train", "eval", "desirable", "undesirable"),
     "offline": ("train", "eval", "completions_column", "reward_columns", "rewards_column", "reward_models"),
 }
+_STRATEGIES = ("save_strategy", "eval_strategy", "logging_strategy", "hub_strategy")
 _FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -73,6 +74,9 @@ def build_args(config_cls: type, training: dict | None, output_dir: str):
             raise ConfigError(unknown_key_message(str(key), names, "training"))
     if "output_dir" in training:
         raise ConfigError("training.output_dir is set by the CLI (--output-dir); remove it from the config")
+    for key in _STRATEGIES:  # YAML 1.1 reads a bare `no` as False
+        if training.get(key) is False:
+            training[key] = "no"
     training.setdefault("report_to", "none")
     training.setdefault("save_strategy", "steps")
     try:
@@ -151,8 +155,9 @@ def run_trainer(config: dict, *, output_dir: str, resume: bool, config_cls: type
     if trainer.eval_dataset is not None:
         summary["eval"] = trainer.evaluate()
     rows = list(read_metrics(metrics_path)) if os.path.exists(metrics_path) else []
+    logged = [r for r in rows if "loss" in r]
     summary.update(model_path=final_dir, metrics_path=metrics_path, output_dir=output_dir,
-                   last_log=rows[-1] if rows else {})
+                   final_metrics=logged[-1] if logged else {})
     return summary
 
 

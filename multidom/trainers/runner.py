@@ -155,7 +155,7 @@ def run_trainer(config: dict, *, output_dir: str, resume: bool, config_cls: type
     if trainer.eval_dataset is not None:
         summary["eval"] = trainer.evaluate()
     rows = list(read_metrics(metrics_path)) if os.path.exists(metrics_path) else []
-    logged = [r for r in rows if "loss" in r]
+    logged = [r for r in rows if any(k.startswith("dominance/") for k in r)]
     summary.update(model_path=final_dir, metrics_path=metrics_path, output_dir=output_dir,
                    final_metrics=logged[-1] if logged else {})
     return summary

@@ -210,3 +210,24 @@ def test_eps_from_the_potentials_solve_equals_violation_ratio(estimator):
     ref = multidom.violation_ratio((x, xm.float()), (y, ym.float()), estimator=estimator, **kept)
     torch.testing.assert_close(pot.eps, ref, atol=1e-5, rtol=1e-5)
     assert make_violation("quantile", cost="squared_hinge").spec[1].tie_slope is None  # falls back to a solve
+
+
+def test_dataset_responses_become_the_cached_baseline_column(tmp_path):
+    from datasets import Dataset
+
+    from multidom.trainers.online_baseline import add_baseline_column
+
+    table = {"yes": [1.0, 2.0], "no": [0.0, None], "meh": [0.5, 0.5]}
+    ds = Dataset.from_dict({"prompt": ["p", "q"], "response": [["yes", "no"], ["meh"]]})
+    cfg = _cfg(tmp_path, baseline_source="dataset")
+    out = add_baseline_column(ds, cfg, _table_scorer(table), cache_path=tmp_path / "cache.json")
+    assert out["baseline_rewards"] == [[[1.0, 2.0]], [[0.5, 0.5]]]  # the masked response is dropped
+    # cached by prompt: a second call reads the file and does not score again
+    again = add_baseline_column(ds, cfg, Scorer(lambda *a, **k: 1 / 0, ["r0", "r1"]), cache_path=tmp_path / "cache.json")
+    assert again["baseline_rewards"] == out["baseline_rewards"]
+    with pytest.raises(ValueError, match="cached baseline has 2 attributes but the reward bank has 3"):
+        add_baseline_column(ds, cfg, Scorer(lambda *a, **k: [], ["a", "b", "c"]), cache_path=tmp_path / "cache.json")
+    one = add_baseline_column(Dataset.from_dict({"prompt": ["q"], "response": ["meh"]}), cfg, _table_scorer(table))
+    assert one["baseline_rewards"] == [[[0.5, 0.5]]]  # one response string per row
+    with pytest.raises(ValueError, match="no column 'response'"):
+        add_baseline_column(Dataset.from_dict({"prompt": ["p"]}), cfg, _table_scorer(table))

@@ -142,3 +142,21 @@ def test_all_masked_run_logs_skips_and_keeps_parameters_finite(toy, tmp_path):
     rows = [h for h in trainer.state.log_history if "dominance/masked_fraction" in h]
     assert rows and all(r["dominance/masked_fraction"] == 1.0 and r["dominance/skipped_prompts"] == 4 for r in rows)
     assert all(torch.isfinite(q).all() for q in trainer.model.parameters())
+
+
+def test_reference_baseline_resampled_every_k_steps(toy, tmp_path):
+    path, train, _ = toy
+    args = OnlineDominanceConfig(output_dir=str(tmp_path / "refresh"), max_steps=2, per_device_train_batch_size=16,
+                                 num_generations=4, max_completion_length=8, learning_rate=1e-2, report_to="none",
+                                 logging_steps=1, save_strategy="no", baseline_samples=2, baseline_refresh_steps=1,
+                                 plot_steps=0, use_cpu=True)
+    trainer = MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+                              Dataset.from_dict({"prompt": train[:8]}), toy_rewards(),
+                              processing_class=AutoTokenizer.from_pretrained(path))
+    assert trainer.dominance.reference is trainer.ref_model  # beta > 0: TRL's frozen reference is reused
+    trainer.train()
+    fresh = trainer.dominance._fresh
+    assert len(fresh) == 8 and all(len(v) == 2 and len(v[0]) == 3 for v in fresh.values())
+    with pytest.raises(ValueError, match="baseline_refresh_steps needs baseline_source='reference'"):
+        OnlineDominanceConfig(output_dir=str(tmp_path), baseline_source="buffer", baseline_refresh_steps=2,
+                              report_to="none", use_cpu=True)

@@ -21,6 +21,7 @@ masked, return ``0.0`` for their valid samples (advantage 0) and are counted in
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -33,7 +34,15 @@ from trl import GRPOTrainer
 from multidom.distributed import gather_cat, world
 from multidom.objectives.online import dominance_potentials, make_violation, normalise
 from multidom.tracking import JsonlMetrics
-from multidom.trainers.online_baseline import RollingBuffer, Scorer, add_baseline_column, as_bank
+from multidom.trainers.online_baseline import (
+    RollingBuffer,
+    Scorer,
+    add_baseline_column,
+    as_bank,
+    prompt_key,
+    sample_completions,
+    score_rows,
+)
 from multidom.trainers.online_config import OnlineDominanceConfig
 from multidom.trainers.online_logging import cloud_stats, eps_per_prompt, log_wandb, scatter_clouds
 
@@ -85,8 +94,10 @@ class DominanceReward:
         self.names = scorer.names
         self.buffer = RollingBuffer(config.buffer_steps) if config.baseline_source == "buffer" else None
         self.trainer: GRPOTrainer | None = None
+        self.reference: Any = None  # the model that resamples the baseline (baseline_refresh_steps > 0)
         self.last: dict[str, Any] = {}
         self._calls = 0
+        self._fresh: dict[str, list] = {}
 
     def _num_generations(self) -> int:
         t = self.trainer
@@ -104,6 +115,8 @@ class DominanceReward:
 
         t0 = time.perf_counter()
         column = kwargs.pop(cfg.baseline_rewards_column, None)
+        if self.buffer is None and column is not None:
+            column = self._refreshed(step, prompts, column, kwargs)
         values = self.scorer(prompts, completions, completion_ids=completion_ids, **kwargs)
         t_rewards = time.perf_counter() - t0
 
@@ -171,6 +184,28 @@ class DominanceReward:
                          values, rewards)
         return rewards
 
+    def _refreshed(self, step: int, prompts: list, column: list, columns: dict) -> list:
+        """Every ``baseline_refresh_steps`` steps, resample the reference baseline of this batch's prompts
+        (each process its own rows; the prompt group's first row is used after the gather, so every process
+        agrees). Later batches of the same prompt reuse the fresh points."""
+        cfg = self.config
+        k = cfg.baseline_refresh_steps
+        if k and self.reference is not None and step % k == 0 and self.trainer is not None:
+            first = {prompt_key(p): i for i, p in reversed(list(enumerate(prompts)))}
+            rows = sorted(first.values())
+            uniq = [prompts[i] for i in rows]
+            other = {c: [v[i] for i in rows] for c, v in columns.items() if isinstance(v, list) and len(v) == len(prompts)}
+            comps, ids = sample_completions(
+                self.reference, self.trainer.processing_class, uniq, cfg.baseline_samples,
+                max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
+                top_k=cfg.top_k or 0,
+            )
+            for p, vecs in zip(uniq, score_rows(self.scorer, uniq, comps, ids, other)):
+                self._fresh[prompt_key(p)] = [v for v in vecs if all(math.isfinite(x) for x in v)]
+        if not self._fresh:
+            return column
+        return [self._fresh.get(prompt_key(p), c) for p, c in zip(prompts, column)]
+
     def _maybe_plot(self, step, policy, baseline, prompts, completions, values, rewards) -> None:
         cfg = self.config
         if not cfg.plot_steps or step % cfg.plot_steps or world()[0] != 0 or self.trainer is None:
@@ -234,6 +269,10 @@ class MultiDomTrainer(GRPOTrainer):
             peft_config=peft_config, **kwargs,
         )
         self.dominance.trainer = self
+        if args.baseline_refresh_steps:
+            # the frozen reference: TRL's ref_model when it has one, else a copy of the initial weights
+            self.dominance.reference = self.ref_model if self.ref_model is not None else copy.deepcopy(
+                self.accelerator.unwrap_model(self.model)).eval().requires_grad_(False)
 
 
 def run_from_config(config: dict, *, output_dir: str, resume: bool = False) -> dict:

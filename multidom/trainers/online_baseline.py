@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Scorer", "as_bank", "sample_completions", "add_baseline_column", "RollingBuffer"]
+__all__ = ["Scorer", "as_bank", "sample_completions", "score_rows", "prompt_key", "add_baseline_column", "RollingBuffer"]
 
 
 class Scorer:
@@ -71,7 +71,7 @@ def as_bank(bank: Any) -> Scorer:
     return Scorer(score, list(names))
 
 
-def _prompt_key(prompt: Any) -> str:
+def prompt_key(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
 
 
@@ -120,7 +120,7 @@ def sample_completions(
     return outs, ids_out
 
 
-def _score_rows(scorer: Scorer, prompts, completions, completion_ids, columns) -> list[list[list[float]]]:
+def score_rows(scorer: Scorer, prompts, completions, completion_ids, columns) -> list[list[list[float]]]:
     """Score ``completions[i][k]`` of ``prompts[i]``; returns per row a list of ``d``-vectors."""
     flat_p, flat_c, flat_ids, idx = [], [], [], []
     for i, (p, cs) in enumerate(zip(prompts, completions)):
@@ -163,7 +163,7 @@ def add_baseline_column(
     if cache_path is not None and Path(cache_path).is_file():
         cache = json.loads(Path(cache_path).read_text())
     prompts = list(dataset["prompt"])
-    keys = [_prompt_key(p) for p in prompts]
+    keys = [prompt_key(p) for p in prompts]
     todo = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
     if todo:
         other = {c: [dataset[c][i] for i in todo] for c in dataset.column_names if c not in ("prompt", col)}
@@ -184,7 +184,7 @@ def add_baseline_column(
             comps = [r if isinstance(r, list) and (not r or not isinstance(r[0], dict)) else [r]
                      for r in other.pop(rcol)]
             ids = None
-        rows = _score_rows(scorer, sub_prompts, comps, ids, other)
+        rows = score_rows(scorer, sub_prompts, comps, ids, other)
         for i, r in zip(todo, rows):
             cache[keys[i]] = [v for v in r if all(math.isfinite(x) for x in v)]
         if cache_path is not None:

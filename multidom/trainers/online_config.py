@@ -84,6 +84,11 @@ class OnlineDominanceConfig(GRPOConfig):
     baseline_samples: int = field(
         default=8, metadata={"help": "Reference completions sampled per prompt for baseline_source='reference'."}
     )
+    baseline_refresh_steps: int = field(
+        default=0,
+        metadata={"help": "Resample the reference baseline of each batch's prompts every this many steps "
+                          "(0: sample once before training)."},
+    )
     baseline_response_column: str = field(
         default="response",
         metadata={"help": "Dataset column with one response (or a list) per prompt for baseline_source='dataset'."},
@@ -140,6 +145,10 @@ class OnlineDominanceConfig(GRPOConfig):
         for name in ("baseline_samples", "buffer_steps", "n_directions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.baseline_refresh_steps < 0:
+            raise ValueError(f"baseline_refresh_steps must be >= 0, got {self.baseline_refresh_steps}")
+        if self.baseline_refresh_steps and self.baseline_source != "reference":
+            raise ValueError("baseline_refresh_steps needs baseline_source='reference'")
         if not isinstance(self.rewards, list):
             raise ValueError(f"rewards must be a list of reward specs, got {type(self.rewards).__name__}")
 
@@ -161,5 +170,5 @@ class OnlineDominanceConfig(GRPOConfig):
 DOMINANCE_FIELDS: tuple[str, ...] = (
     "rewards", "estimator", "cost", "cost_beta", "margin", "reg", "tol", "max_iter", "n_directions", "directions",
     "estimator_kwargs", "grouping", "normalisation", "baseline_source", "baseline_samples",
-    "baseline_response_column", "baseline_rewards_column", "buffer_steps", "all_estimators_steps", "plot_steps",
+    "baseline_refresh_steps", "baseline_response_column", "baseline_rewards_column", "buffer_steps", "all_estimators_steps", "plot_steps",
 )

@@ -155,8 +155,10 @@ def test_desirable_and_undesirable_datasets(tiny_dir, tmp_path):
     cfg = _example_config(tiny_dir, tmp_path, max_steps=1, save_strategy="no")
     cfg["data"] = {"desirable": str(good), "undesirable": str(bad)}
     cfg["training"].update(per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    del cfg["training"]["report_to"]  # the runner's default: wandb, offline without a key
     out = run_from_config(cfg, output_dir=str(tmp_path / "kto"))
     assert out["global_step"] == 1 and Path(out["model_path"]).is_dir()
+    assert list((tmp_path / "kto" / "wandb").glob("offline-run-*"))
     row = out["final_metrics"]
     assert row["step"] == 1 and 0.0 <= row["dominance/quantile/violation_ratio"] <= 1.0
     # at the first step the policy is the reference: every log-ratio is 0 on both sides

@@ -77,7 +77,7 @@ def build_args(config_cls: type, training: dict | None, output_dir: str):
     for key in _STRATEGIES:  # YAML 1.1 reads a bare `no` as False
         if training.get(key) is False:
             training[key] = "no"
-    training.setdefault("report_to", "none")
+    training.setdefault("report_to", "wandb")  # offline unless a key is configured (configure_wandb)
     training.setdefault("save_strategy", "steps")
     try:
         return config_cls(output_dir=output_dir, **training)

@@ -105,10 +105,16 @@ def test_run_from_config_example_resume_and_bad_keys(toy, tmp_path):
     config = yaml.safe_load(open("configs/online_toy.yaml"))
     config.pop("trainer")
     config["model"] = str(path)
-    config["training"].update(max_steps=2, save_steps=2, logging_steps=1, report_to="none", plot_steps=0,
+    config["training"].update(max_steps=2, save_steps=2, logging_steps=1, report_to="wandb", plot_steps=1,
                               per_device_train_batch_size=16, baseline_samples=2)
     out = tmp_path / "cfg"
     summary = run_from_config(config, output_dir=str(out))
+    import wandb
+
+    wandb.finish()
+    media = {p.suffix for p in out.rglob("*") if p.is_file() and "media" in p.parts}
+    assert {".png", ".json"} <= media, media  # the clouds scatter and the samples table reached (offline) wandb
+    config["training"].update(report_to="none", plot_steps=0)
     assert summary["global_step"] == 2 and summary["reward_attributes"] == ["count_a", "count_b", "brevity"]
     assert (out / "final" / "config.json").is_file() and (out / "checkpoint-2").is_dir()
     assert math.isfinite(summary["final_metrics"]["dominance/sinkhorn/eps"])

@@ -62,8 +62,8 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(fn: Callable[[], object]) -> tuple[float, int]:
-    """(seconds, peak RSS increase in bytes) of one call of ``fn``."""
+def measure(fn: Callable[[], object]) -> tuple[float, float, int]:
+    """(wall seconds, process CPU seconds, peak RSS increase in bytes) of one call of ``fn``."""
     start_rss, peak, stop = rss_bytes(), [0], threading.Event()
 
     def sample() -> None:
@@ -73,12 +73,12 @@ def measure(fn: Callable[[], object]) -> tuple[float, int]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     stop.set()
     sampler.join()
-    return dt, max(peak[0], rss_bytes()) - start_rss
+    return dt, dc, max(peak[0], rss_bytes()) - start_rss
 
 
 def bench(models: dict, prompts: list[str], completions: list[str], batch_size: int, repeats: int) -> list[dict]:
@@ -92,7 +92,7 @@ def bench(models: dict, prompts: list[str], completions: list[str], batch_size: 
                 for m in group:
                     m([p], [c])
 
-        modes: dict[str, list[tuple[float, int]]] = {"one_at_a_time": [], "bank": [], "warm_cache": []}
+        modes: dict[str, list[tuple[float, float, int]]] = {"one_at_a_time": [], "bank": [], "warm_cache": []}
         for _ in range(repeats):
             modes["one_at_a_time"].append(measure(one_at_a_time))
             bank = rm.RewardBank(group, batch_size=batch_size)
@@ -100,11 +100,15 @@ def bench(models: dict, prompts: list[str], completions: list[str], batch_size: 
             modes["warm_cache"].append(measure(lambda bank=bank: bank(prompts, completions)))
         row = {"models": label, "n": n}
         for mode, runs in modes.items():
-            secs = statistics.median(t for t, _ in runs)
+            secs = statistics.median(t for t, _, _ in runs)
+            cpu = statistics.median(c for _, c, _ in runs)
             row[f"{mode}_texts_per_s"] = n / secs
+            row[f"{mode}_texts_per_cpu_s"] = n / max(cpu, 1e-9)
             row[f"{mode}_s"] = secs
-            row[f"{mode}_peak_rss_mib"] = max(m for _, m in runs) / 2**20
+            row[f"{mode}_cpu_s"] = cpu
+            row[f"{mode}_peak_rss_mib"] = max(m for _, _, m in runs) / 2**20
         row["speedup_bank_vs_one"] = row["bank_texts_per_s"] / row["one_at_a_time_texts_per_s"]
+        row["speedup_bank_vs_one_cpu"] = row["bank_texts_per_cpu_s"] / row["one_at_a_time_texts_per_cpu_s"]
         row["speedup_warm_vs_bank"] = row["warm_cache_texts_per_s"] / row["bank_texts_per_s"]
         rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
@@ -118,17 +122,21 @@ def markdown(result: dict) -> str:
         f"{result['n']} (prompt, completion) pairs from chatterbot-corpus (English), batch size "
         f"{result['batch_size']}, {result['threads']} thread(s), median of {result['repeats']} runs, "
         f"{result['machine']}; load average at start {result['loadavg']} (shared machine: timings are noisy).",
-        "Peak memory = largest increase of resident memory during a run (sampled every 2 ms).",
+        "Throughput is texts per wall-clock second, and in brackets per CPU second of this process (more robust "
+        "when the machine is shared). Peak memory = largest increase of resident memory during a run (sampled "
+        "every 2 ms).",
         "",
         "| models | one at a time (texts/s) | bank, cold cache (texts/s) | bank, warm cache (texts/s) "
-        "| speed-up bank / one | speed-up warm / cold | peak MiB one / bank / warm |",
+        "| speed-up bank / one (wall, CPU) | speed-up warm / cold | peak MiB one / bank / warm |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['models']} | {r['one_at_a_time_texts_per_s']:,.0f} | {r['bank_texts_per_s']:,.0f} | "
-            f"{r['warm_cache_texts_per_s']:,.0f} | {r['speedup_bank_vs_one']:.1f}x | "
-            f"{r['speedup_warm_vs_bank']:.1f}x | {r['one_at_a_time_peak_rss_mib']:.1f} / "
+            f"| {r['models']} | {r['one_at_a_time_texts_per_s']:,.0f} ({r['one_at_a_time_texts_per_cpu_s']:,.0f}) | "
+            f"{r['bank_texts_per_s']:,.0f} ({r['bank_texts_per_cpu_s']:,.0f}) | "
+            f"{r['warm_cache_texts_per_s']:,.0f} ({r['warm_cache_texts_per_cpu_s']:,.0f}) | "
+            f"{r['speedup_bank_vs_one']:.1f}x, {r['speedup_bank_vs_one_cpu']:.1f}x | "
+            f"{r['speedup_warm_vs_bank']:.0f}x | {r['one_at_a_time_peak_rss_mib']:.1f} / "
             f"{r['bank_peak_rss_mib']:.1f} / {r['warm_cache_peak_rss_mib']:.1f} |"
         )
     lines += ["", "Model load times (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["load_s"].items()), ""]

@@ -35,7 +35,8 @@ class RelevanceReward(RewardModel):
 
     Args:
         model: a sentence-transformers hub id or local directory; default: the packaged all-MiniLM-L6-v2.
-        batch_size: texts per encoder call.
+        batch_size: texts per encoder forward pass (the encoder sorts texts by length; small batches waste less
+            padding on CPU when a few texts are long, larger ones suit GPUs).
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
     """
 
@@ -44,7 +45,7 @@ class RelevanceReward(RewardModel):
         *,
         model: str | None = None,
         name: str = "relevance",
-        batch_size: int = 64,
+        batch_size: int = 16,
         device: str | None = None,
     ) -> None:
         st = require("sentence_transformers", "sentence-transformers")

@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import reward_models as rm
 from reward_models import BankScores, RewardBank, RewardModel
@@ -258,3 +260,21 @@ def test_split_views_share_one_scoring_pass():
     with pytest.raises(TypeError, match="has 2 attributes"):
         model(PROMPTS, COMPS)
     assert LengthReward().split()[0].name == "length"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ref=st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=20),
+    x=st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=20),
+    method=st.sampled_from(["zscore", "cdf"]),
+)
+def test_normalisation_is_monotone_so_dominance_is_preserved(ref, x, method):
+    """Property: T is non-decreasing per attribute (x <= y => T(x) <= T(y)); the CDF lies in [0, 1]."""
+    from reward_models import Normalizer
+
+    norm = Normalizer.fit(method, torch.tensor(ref, dtype=torch.float64)[:, None], ["a"])
+    xs = torch.tensor(sorted(x), dtype=torch.float64)[:, None]
+    t = norm(xs)[:, 0]
+    assert bool((t[1:] >= t[:-1]).all())
+    if method == "cdf":
+        assert bool(((t >= 0) & (t <= 1)).all())

@@ -126,3 +126,12 @@ def test_length_in_tokens_of_a_local_tokenizer(tmp_path):
     # word-level tokenizer with the BERT pre-tokenizer: "hello, there" -> hello , there (no special tokens)
     assert m(["p", "p"], ["hello, there", "i am fine"]) == [3.0, 3.0]
     assert rm.create("length", unit="tokens", tokenizer=str(tmp_path), target=2)(["p"], ["hello"]) == [-1.0]
+
+
+def test_dtype_is_applied(tmp_path):
+    fast, net = _save_tiny(tmp_path, num_labels=1)
+    half = rm.create("hf_classifier", model=str(tmp_path), dtype="bfloat16", device="cpu")
+    assert next(half.net.parameters()).dtype == torch.bfloat16
+    scores = torch.tensor(half(PROMPTS, COMPS))
+    assert scores.dtype == torch.float32  # scores come back as Python floats from float32 logits
+    torch.testing.assert_close(scores, _direct(fast, net, PROMPTS, COMPS)[:, 0], atol=0.05, rtol=0.05)

@@ -148,33 +148,41 @@ def evaluate(model, ref, tok, held, samples, scorer, ref_cloud, n_boot):
     }
 
 
-def _plot(results: dict, path: Path) -> None:
-    results = {k: v for k, v in results.items() if "eval" in v}
+def _plot(summary: dict, timing: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    names = list(summary)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     width = 0.8 / len(ATTRS)
     for k, a in enumerate(ATTRS):
-        gains = [results[m]["eval"]["attributes"][a]["mean"] - results[m]["eval"]["attributes"][a]["reference_mean"]
-                 for m in names]
-        axes[0].bar([i + k * width for i in range(len(names))], gains, width, label=a)
+        mean = [summary[m]["mean_gain"][a] for m in names]
+        lo = [mean[i] - summary[m]["min_gain"][a] for i, m in enumerate(names)]
+        hi = [summary[m]["max_gain"][a] - mean[i] for i, m in enumerate(names)]
+        axes[0].bar([i + k * width for i in range(len(names))], mean, width, yerr=[lo, hi], capsize=2, label=a)
     axes[0].axhline(0, color="k", lw=0.8)
-    axes[0].set_title("held-out mean gain over the reference")
-    axes[0].legend()
-    eps = [results[m]["eval"]["eps_vs_reference"] for m in names]
-    lo = [e - results[m]["eval"]["eps_ci95"][0] for e, m in zip(eps, names)]
-    hi = [results[m]["eval"]["eps_ci95"][1] - e for e, m in zip(eps, names)]
-    axes[1].bar(range(len(names)), eps, yerr=[lo, hi], capsize=4, color="tab:purple")
+    axes[0].set_title("held-out mean gain over the reference\n(mean over seeds, bars: min..max)")
+    axes[0].legend(fontsize=8)
+    for i, m in enumerate(names):
+        axes[1].scatter([i] * len(summary[m]["eps"]), summary[m]["eps"], color="tab:purple", s=14)
+        for (lo_, hi_) in summary[m]["eps_ci95"]:
+            axes[1].plot([i, i], [lo_, hi_], color="tab:purple", alpha=0.3, lw=3)
     axes[1].axhline(0.5, color="k", lw=0.8, ls="--")
-    axes[1].set_title("eps(policy ≽ reference), 95% bootstrap CI")
-    axes[2].bar(range(len(names)), [results[m]["median_step_s"] for m in names], color="tab:gray")
-    axes[2].set_title("median step time (s)")
-    for ax in axes:
-        ax.set_xticks([i + (0.4 if ax is axes[0] else 0) for i in range(len(names))])
+    axes[1].set_title("eps(policy ≽ reference) per seed, 95% bootstrap CI")
+    for j, (size, rows) in enumerate(timing.items()):
+        tn = list(rows)
+        axes[2].bar([i + j * 0.4 for i in range(len(tn))], [rows[n]["step_cpu_vs_grpo_sum"] for n in tn], 0.4,
+                    label=size)
+    if timing:
+        axes[2].axhline(1.1, color="r", lw=0.8, ls="--")
+        axes[2].set_xticks([i + 0.2 for i in range(len(tn))])
+        axes[2].set_xticklabels(tn, rotation=30, ha="right", fontsize=8)
+        axes[2].legend(fontsize=8)
+    axes[2].set_title("step CPU time / GRPO-sum (lr 0, same policy)")
+    for ax in axes[:2]:
+        ax.set_xticks([i + (0.27 if ax is axes[0] else 0) for i in range(len(names))])
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -189,6 +197,7 @@ def time_methods(path, train, work: Path, args) -> dict:
     cpu: dict[str, list[float]] = {n: [] for n in names}
     wall: dict[str, list[float]] = {n: [] for n in names}
     dom: dict[str, list[float]] = {n: [] for n in names}
+    agg: dict[str, list[float]] = {n: [] for n in names}
     methods = _methods(args.timing_steps, args.seed, lr=0.0)
     for _ in range(2):
         for name in names:
@@ -198,6 +207,8 @@ def time_methods(path, train, work: Path, args) -> dict:
             cpu[name] += timer.cpu[1:]
             wall[name] += timer.times[1:]
             dom[name] += [h["timing/dominance_s"] for h in trainer.state.log_history if "timing/dominance_s" in h][1:]
+            agg[name] += [h["timing/dominance_s"] + h["timing/rewards_s"] + h["timing/eps_s"]
+                          for h in trainer.state.log_history if "timing/dominance_s" in h][1:]
     base = statistics.median(cpu["grpo-sum"])
     out = {}
     for name in names:
@@ -207,7 +218,70 @@ def time_methods(path, train, work: Path, args) -> dict:
         if dom[name]:
             out[name]["median_dominance_s"] = statistics.median(dom[name])
             out[name]["estimator_share_of_step_wall"] = statistics.median(dom[name]) / statistics.median(wall[name])
+            # the whole reward function (bank + gather + normalisation + potentials + logged eps), same process
+            out[name]["aggregator_share_of_step_wall"] = statistics.median(agg[name]) / statistics.median(wall[name])
         print("timing", name, json.dumps(out[name]), flush=True)
+    return out
+
+
+def run_seed(seed: int, args, work: Path) -> tuple[dict, Path, list]:
+    """Train and evaluate every method for one seed (model init, sampling and data order)."""
+    path = build_toy_model(work / f"model-seed{seed}", seed=seed)
+    tok = AutoTokenizer.from_pretrained(path)
+    ref = AutoModelForCausalLM.from_pretrained(path).eval()
+    train = toy_prompts(32, seed=1)
+    held = [p for p in toy_prompts(40, seed=2) if p not in set(train)][:16]
+    scorer = as_bank(toy_rewards())
+    ref_cloud, _, _ = _sample(ref, tok, held, args.samples, scorer, seed=99 + seed)
+    results: dict = {}
+    for name, build in _methods(args.steps, seed).items():
+        if args.only and name not in args.only:
+            continue
+        timer = StepTimer()
+        t0 = time.perf_counter()
+        trainer = build(path, train, str(work / f"{name}-seed{seed}"), timer)
+        setup = time.perf_counter() - t0
+        trainer.train()
+        rows = [h for h in trainer.state.log_history if "loss" in h]
+        entry = {
+            "setup_s": setup,
+            "median_step_wall_s": statistics.median(timer.times[1:]),  # the first step pays one-off costs
+            "median_step_cpu_s": statistics.median(timer.cpu[1:]),
+            "train_kl_last": rows[-1].get("kl") if rows else None,
+            "eval": evaluate(trainer.model.eval(), ref, tok, held, args.samples, scorer, ref_cloud, args.n_boot),
+        }
+        dom = [h["timing/dominance_s"] for h in rows if "timing/dominance_s" in h][1:]
+        if dom:
+            entry["median_dominance_s"] = statistics.median(dom)
+            entry["estimator_share_of_step_wall"] = statistics.median(dom) / entry["median_step_wall_s"]
+        results[name] = entry
+        gains = {a: round(v["mean"] - v["reference_mean"], 3) for a, v in entry["eval"]["attributes"].items()}
+        print(f"seed {seed} {name}: gains {gains} eps {entry['eval']['eps_vs_reference']:.3f}", flush=True)
+    return results, path, train
+
+
+def summarise(per_seed: dict) -> dict:
+    """Per method, over seeds: eps values and intervals, mean/min/max gain per attribute, KL, and the number of
+    seeds where every attribute's held-out mean is at or above the reference's."""
+    methods = list(next(iter(per_seed.values())))
+    out = {}
+    for m in methods:
+        runs = [per_seed[s][m]["eval"] for s in per_seed]
+        gains = {a: [r["attributes"][a]["mean"] - r["attributes"][a]["reference_mean"] for r in runs] for a in ATTRS}
+        q10 = {a: [r["attributes"][a]["q10"] - r["attributes"][a]["reference_q10"] for r in runs] for a in ATTRS}
+        out[m] = {
+            "eps": [r["eps_vs_reference"] for r in runs],
+            "eps_ci95": [r["eps_ci95"] for r in runs],
+            "mean_eps": statistics.fmean(r["eps_vs_reference"] for r in runs),
+            "mean_kl": statistics.fmean(r["kl_to_reference"] for r in runs),
+            "mean_gain": {a: statistics.fmean(g) for a, g in gains.items()},
+            "min_gain": {a: min(g) for a, g in gains.items()},
+            "max_gain": {a: max(g) for a, g in gains.items()},
+            "mean_q10_gain": {a: statistics.fmean(g) for a, g in q10.items()},
+            "seeds_all_attributes_at_or_above_reference": sum(
+                all(gains[a][i] >= 0 for a in ATTRS) for i in range(len(runs))),
+            "seeds": len(runs),
+        }
     return out
 
 
@@ -215,7 +289,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="experiments/results")
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--samples", type=int, default=32, help="held-out completions per prompt")
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--timing-steps", type=int, default=12, help="steps per method and round at lr 0 (0: skip)")
@@ -225,58 +299,27 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="online_vs_grpo_"))
-    path = build_toy_model(work / "model", seed=args.seed)
-    tok = AutoTokenizer.from_pretrained(path)
-    ref = AutoModelForCausalLM.from_pretrained(path).eval()
-    train = toy_prompts(32, seed=1)
-    held = [p for p in toy_prompts(40, seed=2) if p not in set(train)][:16]
-    scorer = as_bank(toy_rewards())
-    ref_cloud, _, _ = _sample(ref, tok, held, args.samples, scorer, seed=99)
-    results: dict = {}
-    for name, build in _methods(args.steps, args.seed).items():
-        if args.only and name not in args.only:
-            continue
-        timer = StepTimer()
-        t0 = time.perf_counter()
-        trainer = build(path, train, str(work / name), timer)
-        setup = time.perf_counter() - t0
-        trainer.train()
-        rows = [h for h in trainer.state.log_history if "loss" in h]
-        steps = timer.times[1:]  # the first step pays one-off costs
-        entry = {
-            "setup_s": setup,
-            "median_step_s": statistics.median(steps),
-            "mean_step_s": statistics.fmean(steps),
-            "train_kl_last": rows[-1].get("kl") if rows else None,
-            "eval": evaluate(trainer.model.eval(), ref, tok, held, args.samples, scorer, ref_cloud, args.n_boot),
-        }
-        dom = [h["timing/dominance_s"] for h in rows if "timing/dominance_s" in h][1:]
-        eps_t = [h["timing/eps_s"] for h in rows if "timing/eps_s" in h][1:]
-        if dom:
-            entry["median_dominance_s"] = statistics.median(dom)
-            entry["estimator_share_of_step"] = statistics.median(dom) / entry["median_step_s"]
-            entry["eps_logging_share_of_step"] = statistics.median(eps_t) / entry["median_step_s"]
-        results[name] = entry
-        print(name, json.dumps(entry["eval"]["attributes"]), entry["eval"]["eps_vs_reference"],
-              f"step {entry['median_step_s']:.3f}s", flush=True)
-    base = results.get("grpo-sum", {}).get("median_step_s")
-    for entry in results.values():
-        if base:
-            entry["step_time_vs_grpo_sum"] = entry["median_step_s"] / base
+    per_seed: dict = {}
+    for seed in args.seeds:
+        per_seed[seed], path, train = run_seed(seed, args, work)
+    args.seed = args.seeds[0]
     timing: dict = {}
     if args.timing_steps:
         for hidden, layers in ((32, 1), (256, 4)):
             sized = path if hidden == 32 else build_toy_model(work / f"model-{hidden}", hidden=hidden, layers=layers,
                                                               seed=args.seed)
             timing[f"hidden{hidden}_layers{layers}"] = time_methods(sized, train, work, args)
-    meta = {"steps": args.steps, "seed": args.seed, "held_out_prompts": len(held), "samples": args.samples,
-            "train_prompts": len(train), "common": COMMON, "torch_threads": torch.get_num_threads(),
+    summary = summarise(per_seed)
+    meta = {"steps": args.steps, "seeds": args.seeds, "held_out_prompts": 16, "samples": args.samples,
+            "train_prompts": 32, "common": COMMON, "torch_threads": torch.get_num_threads(),
+            "machine": "shared 2-core CPU (load ~8-9 while this ran); compare CPU times, not wall times",
             "command": "OMP_NUM_THREADS=1 python experiments/online_vs_grpo.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "only")}
+                f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                for k, v in vars(args).items() if v is not None and k not in ("only", "seed"))}
     stem = "online_vs_grpo" if not args.only else "online_vs_grpo_partial"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results, "timing_lr0": timing},
-                                                 indent=2) + "\n")
-    _plot(results, out / f"{stem}.png")
+    (out / f"{stem}.json").write_text(json.dumps(
+        {"meta": meta, "summary": summary, "timing_lr0": timing, "per_seed": per_seed}, indent=2) + "\n")
+    _plot(summary, timing, out / f"{stem}.png")
     print("wrote", out / f"{stem}.json")
 
 

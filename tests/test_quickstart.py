@@ -12,6 +12,7 @@ from multidom.config import load_config
 from multidom.quickstart import QuickstartConfig, format_table, run_from_config, targets_met
 from multidom.quickstart.data import ChatPair, load_chatterbot_pairs, split_by_prompt
 from multidom.quickstart.lm import CHAT_TEMPLATE, TinyLMConfig, build_model, train_tokenizer
+from multidom.quickstart.pipeline import TRAINING_DEFAULTS
 from multidom.quickstart.sft import SFTConfig, cache_key, encode_pairs, load_or_train_sft, load_sft
 
 PAIRS = [ChatPair("hello there", "hi, nice to see you"), ChatPair("how are you", "great, thanks"),
@@ -110,6 +111,11 @@ def test_shipped_config_parses():
     assert [r if isinstance(r, str) else r["type"] for r in cfg.rewards] == [
         "sentiment", "non_offensive", "relevance", "brevity"]
     assert cfg.training["beta"] > 0 and cfg.evaluation.eps0 == 0.4
+    # `run_from_config({})` (no YAML at hand, e.g. an installed wheel) runs the same quickstart
+    code = QuickstartConfig.from_mapping({})
+    for section in ("seed", "data", "model", "sft", "rewards", "evaluation"):
+        assert getattr(cfg, section) == getattr(code, section), section
+    assert {**TRAINING_DEFAULTS, **cfg.training} == TRAINING_DEFAULTS
 
 
 def _result(eps, high, deltas, ses):

@@ -70,7 +70,7 @@ class EvalConfig:
 
     num_generations: int = 8
     """Completions sampled per held-out prompt and model."""
-    estimators: list[str] = field(default_factory=lambda: ["quantile", "sinkhorn"])
+    estimators: list[str] = field(default_factory=lambda: ["quantile", "sliced", "sinkhorn"])
     """Violation estimators reported; the first is the headline of the printed table."""
     cost: str = "hinge"
     """Violation cost of the evaluation ratios."""
@@ -82,7 +82,7 @@ class EvalConfig:
     """Level of the tests."""
     level: float = 0.9
     """Coverage of the bootstrap intervals."""
-    n_boot: int = 200
+    n_boot: int = 100
     """Bootstrap replicates (prompts resampled jointly across models)."""
     max_new_tokens: int | None = None
     """Generation length (None: the training max_completion_length)."""

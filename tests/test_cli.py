@@ -125,9 +125,9 @@ def test_python_dash_m_and_console_script(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "multidom", "train", "--config", str(cfg), "-o", str(tmp_path / "o")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
-        "multidom: error: unknown reward model 'sentimnt'; did you mean 'sentiment'? (available: "
-        + ", ".join(sorted(__import__("reward_models").available())) + ")"]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("multidom: error: unknown reward model 'sentimnt'; did you mean 'sentiment'?")
     script = Path(sys.executable).with_name("multidom")
     if script.is_file():  # installed console script (pyproject [project.scripts])
         proc = subprocess.run([str(script), "rewards", "list"], capture_output=True, text=True, env=env, timeout=120)
@@ -160,18 +160,23 @@ def test_rewards_list_prints_every_registered_model(capsys):
 
     code, out, _ = run_cli(capsys, "rewards", "list")
     assert code == 0
-    listed = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines() if line.strip()}
-    available = reward_models.available()
-    assert set(listed) == set(available)
-    for name in ("sentiment", "non_offensive", "relevance", "length", "brevity", "hf_classifier"):
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()
+              if line.strip() and "[plug-in failed to load" not in line}
+    available = reward_models.available()  # plug-ins (entry points) may come and go while other tests run
+    builtins = {"sentiment", "non_offensive", "relevance", "length", "brevity", "hf_classifier", "column",
+                "regex", "format", "callable"}
+    assert builtins <= set(listed) and builtins <= set(available)
+    for name in builtins:
         assert listed[name] == available[name] and available[name]
+    assert list(listed) == sorted(listed)
 
 
 # ------------------------------------------------------------------------------------ config location
 def test_default_config_is_found_from_the_checkout(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    found = cli.find_default_config("hh_rlhf_online.yaml")
-    assert found == REPO / "configs" / "hh_rlhf_online.yaml"
+    monkeypatch.chdir(tmp_path)  # not from the current directory: from the checkout next to the package
+    assert cli.find_default_config() == REPO / "configs" / "quickstart.yaml"
+    assert cli.find_default_config("hh_rlhf_online.yaml") == REPO / "configs" / "hh_rlhf_online.yaml"
+    assert yaml.safe_load(cli.find_default_config().read_text())["trainer"] == "quickstart"
     with pytest.raises(FileNotFoundError, match="pass --config"):
         cli.find_default_config("no_such.yaml")
 

@@ -65,13 +65,13 @@ class GlobalBatchConfig(TrainingArguments):
 
 
 def add_log_prob_head(model: torch.nn.Module) -> None:
-    """Patch TRL's fused LM head onto ``model`` (its base model under PEFT), once."""
+    """Patch TRL's fused LM head onto ``model`` (its base model under PEFT), unless it already has one."""
     from trl.trainer.utils import add_fused_lm_head
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not getattr(base, "_multidom_fused_head", False):
+    code = getattr(getattr(base.forward, "__func__", None), "__code__", None)
+    if code is None or code.co_name != "_fused_forward":  # TRL's trainers patch the same head (more outputs)
         add_fused_lm_head(base, outputs=("log_probs",))
-        base._multidom_fused_head = True
 
 
 @dataclass

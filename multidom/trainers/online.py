@@ -66,16 +66,29 @@ def _baseline_tensor(column: list | None, n: int, d: int) -> tuple[torch.Tensor,
     return pts, torch.isfinite(pts).all(-1)
 
 
+def _comm_device() -> torch.device:
+    """Where collectives need their tensors: the current CUDA device under NCCL, else the CPU."""
+    if world()[1] > 1 and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _gather(t: torch.Tensor) -> tuple[torch.Tensor, slice]:
+    """:func:`multidom.distributed.gather_cat` on the collective's device; the result comes back on the CPU."""
+    out, local = gather_cat(t.to(_comm_device()))
+    return out.cpu(), local
+
+
 def _gather_padded(pts: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather ``(n_r, M_r, d)`` points and masks over ranks, padding ``M`` to the largest."""
     if world()[1] > 1:
-        m = torch.tensor([pts.shape[1]])
+        m = torch.tensor([pts.shape[1]], device=_comm_device())
         dist.all_reduce(m, op=dist.ReduceOp.MAX)
         pad = int(m) - pts.shape[1]
         if pad:
             pts = torch.cat([pts, pts.new_full((pts.shape[0], pad, pts.shape[2]), math.nan)], 1)
             mask = torch.cat([mask, mask.new_zeros((mask.shape[0], pad))], 1)
-    return gather_cat(pts)[0], gather_cat(mask.to(torch.uint8))[0].bool()
+    return _gather(pts)[0], _gather(mask.to(torch.uint8))[0].bool()
 
 
 class DominanceReward:
@@ -120,7 +133,7 @@ class DominanceReward:
         values = self.scorer(prompts, completions, completion_ids=completion_ids, **kwargs)
         t_rewards = time.perf_counter() - t0
 
-        x_all, local = gather_cat(values)
+        x_all, local = _gather(values)
         if self.buffer is None:
             y_pts, y_mask = _gather_padded(*_baseline_tensor(column, n, d))
         G = self._num_generations()

@@ -148,14 +148,21 @@ def ensure_writable(output_dir: str | os.PathLike) -> Path:
     return out
 
 
+_MAX_MESSAGE = 600
+
+
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    """The exception as one line: its lines joined (library messages put the hint, e.g. "pass a local
+    path", on a later line), capped in length; the type is named unless the error is one of ours."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    if "huggingface.co" in text and "local path" not in text:  # DESIGN.md §7: say how to work offline
+        text = f"{text[:_MAX_MESSAGE // 2]} -> without the hub, download it once and pass its local path"
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 3] + "..."
     if isinstance(exc, (ConfigError, CLIError, FileNotFoundError)) or type(exc) is ValueError:
-        return first or type(exc).__name__
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def set_aside_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:

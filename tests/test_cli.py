@@ -105,6 +105,13 @@ def test_model_path_that_does_not_exist(capsys, tmp_path, tiny_lm):
     assert_one_line_error(code, err, "path does not exist", "gone")
 
 
+def test_unreachable_hub_model_says_to_pass_a_local_path(capsys, tmp_path, tiny_lm, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = write_yaml(tmp_path / "c.yaml", {**online_config(tiny_lm), "model": "multidom-tests/no-such-model"})
+    code, _, err = run_cli(capsys, "train", "--config", cfg, "-o", tmp_path / "o")
+    assert_one_line_error(code, err, "local path")
+
+
 def test_output_dir_not_writable(capsys, tmp_path, tiny_lm):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")

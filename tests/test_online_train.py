@@ -166,3 +166,32 @@ def test_reference_baseline_resampled_every_k_steps(toy, tmp_path):
     with pytest.raises(ValueError, match="baseline_refresh_steps needs baseline_source='reference'"):
         OnlineDominanceConfig(output_dir=str(tmp_path), baseline_source="buffer", baseline_refresh_steps=2,
                               report_to="none", use_cpu=True)
+
+
+def test_masked_samples_get_exactly_zero_advantage_in_trl(toy, tmp_path):
+    import pandas as pd
+
+    from reward_models import create
+
+    path, train, _ = toy
+
+    def sometimes(prompts, completions, completion_ids=None, **_):  # masks completions of odd length
+        return [None if len(ids) % 2 else 1.0 - len(ids) / 8 for ids in completion_ids]
+
+    bank = [*toy_rewards(attributes=("share_a", "share_b")), create({"type": "callable", "fn": sometimes,
+                                                                    "name": "even_brevity"})]
+    args = OnlineDominanceConfig(output_dir=str(tmp_path / "partial"), max_steps=1, per_device_train_batch_size=32,
+                                 num_generations=8, max_completion_length=8, report_to="none", logging_steps=1,
+                                 save_strategy="no", baseline_samples=4, plot_steps=0, use_cpu=True,
+                                 log_completions=True)
+    trainer = MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+                              Dataset.from_dict({"prompt": train[:8]}), bank,
+                              processing_class=AutoTokenizer.from_pretrained(path))
+    trainer.train()
+    table = pd.concat(pd.read_parquet(p) for p in (tmp_path / "partial" / "completions").glob("*.parquet"))
+    masked = table["dominance"].isna()
+    assert 0 < masked.sum() < len(table)
+    assert (table.loc[masked, "advantage"] == 0.0).all()  # TRL: NaN reward -> nan_to_num -> exactly 0
+    assert (table.loc[~masked, "advantage"] != 0.0).any()
+    row = [h for h in trainer.state.log_history if "dominance/masked_fraction" in h][0]
+    assert row["dominance/masked_fraction"] == pytest.approx(masked.mean())

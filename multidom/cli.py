@@ -46,7 +46,7 @@ RUNNERS: dict[str, str] = {
 _PATH_KEYS = frozenset({
     "model", "name_or_path", "model_name_or_path", "model_path", "ref_model", "ref_model_name_or_path",
     "reference_model", "tokenizer", "tokenizer_name_or_path", "checkpoint", "path", "prompts", "completions",
-    "train", "eval", "desirable", "undesirable", "data_files",
+    "train", "eval", "desirable", "undesirable", "data_files", "training_metrics",
 })
 _REWARD_KEYS = frozenset({"rewards", "reward_models"})
 _EXIT_ERROR = 1

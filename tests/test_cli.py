@@ -273,7 +273,7 @@ def test_evaluate_after_training(trained, tiny_lm, capsys, monkeypatch):
                    {"name": "aligned", "path": str(trained["out"] / "final")}],
         "rewards": ["length", {"type": "regex", "pattern": "good|great|nice|happy", "name": "positive"}],
         "estimators": ["quantile", "sinkhorn"], "n_boot": 30, "max_new_tokens": 6, "html": True,
-        "report_to": ["wandb"],
+        "report_to": ["wandb"], "training_metrics": str(trained["out"]),
     })
     monkeypatch.delenv("WANDB_DIR", raising=False)
     code, stdout, err = run_cli(capsys, "evaluate", "--config", eval_cfg, "--prompts", prompts, "-G", "3",
@@ -281,7 +281,7 @@ def test_evaluate_after_training(trained, tiny_lm, capsys, monkeypatch):
     assert code == 0, err
     assert "eps(aligned ≽ reference) [quantile]" in stdout
     for name in ("report.md", "report.html", "report.json", "completions.jsonl", "figures/quantiles.png",
-                 "figures/scatter.png", "figures/eps_sinkhorn.png"):
+                 "figures/scatter.png", "figures/eps_sinkhorn.png", "figures/training.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text())
     assert report["models"] == ["reference", "aligned"] and report["n_prompts"] == 6 and report["G"] == 3

@@ -5,12 +5,15 @@
   stays above another is a model that dominates on that attribute.
 * :func:`plot_scatter`: the reward clouds of the models on each pair of attributes.
 * :func:`plot_eps`: heat map of the ``eps`` matrix of one estimator (row ``i`` small = ``i`` dominates).
+* :func:`plot_training`: the violation ratio and the per-attribute reward means over training steps,
+  from a run's ``metrics.jsonl`` (metric names of STYLE.md §9).
 """
 from __future__ import annotations
 
 import itertools
 import math
 import os
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,7 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_quantiles", "plot_scatter", "plot_eps"]
+__all__ = ["plot_quantiles", "plot_scatter", "plot_eps", "plot_training"]
+
+_EPS_KEY = re.compile(r"^dominance/([^/]+)/eps$")
+_MEAN_KEY = re.compile(r"^rewards/(.+)/mean$")
 
 _MAX_PAIRS = 6
 
@@ -90,6 +96,38 @@ def plot_eps(eps: Sequence[Sequence[float]], models: Sequence[str], title: str, 
     ax.set_xlabel("j (dominated)")
     ax.set_ylabel("i (dominating)")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def plot_training(rows: Sequence[Mapping[str, object]], path: str | os.PathLike) -> Path | None:
+    """``dominance/<estimator>/eps`` and ``rewards/<attribute>/mean`` against ``step`` (None if absent)."""
+    def series(pattern: re.Pattern) -> dict[str, tuple[list, list]]:
+        out: dict[str, tuple[list, list]] = {}
+        for row in rows:
+            for key, value in row.items():
+                m = pattern.match(key)
+                if m and isinstance(value, (int, float)) and "step" in row and not m.group(1).startswith("dominance"):
+                    xs, ys = out.setdefault(m.group(1), ([], []))
+                    xs.append(row["step"])
+                    ys.append(value)
+        return out
+
+    eps, means = series(_EPS_KEY), series(_MEAN_KEY)
+    if not eps and not means:
+        return None
+    fig, axes = _grid(2, size=4.0)
+    for name, (xs, ys) in eps.items():
+        axes[0].plot(xs, ys, marker=".", label=name)
+    axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
+    axes[0].set_title("violation ratio eps(policy ≽ baseline)", fontsize=9)
+    for name, (xs, ys) in means.items():
+        axes[1].plot(xs, ys, marker=".", label=name)
+    axes[1].set_title("reward means (policy)", fontsize=9)
+    for ax in axes[:2]:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return _save(fig, path)
 
 

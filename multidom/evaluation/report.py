@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from multidom.evaluation.analysis import EvaluationResult
-from multidom.evaluation.plots import plot_eps, plot_quantiles, plot_scatter
+from multidom.evaluation.plots import plot_eps, plot_quantiles, plot_scatter, plot_training
 
 __all__ = ["write_report", "summary_table", "log_to_wandb", "wandb_metrics"]
 
@@ -119,6 +119,8 @@ def _blocks(result: EvaluationResult, figures: Mapping[str, str]) -> list[Block]
                               [[m, r["eps"][i], r["se"][i], r["wins"][i]] for i, m in enumerate(models)]))]
         if f"eps_{est}" in figures:
             blocks.append(("img", (figures[f"eps_{est}"], f"eps matrix, {est}")))
+    if "training" in figures:
+        blocks += [("h2", "Training"), ("img", (figures["training"], "violation ratio and reward means over steps"))]
     if result.kl:
         blocks += [("h2", f"KL to the reference ({ref})"),
                    ("p", "Sequence-level Monte-Carlo estimate on the sampled completions, se over prompts."),
@@ -144,10 +146,12 @@ def write_report(
     *,
     html_report: bool = False,
     extra: Mapping[str, Any] | None = None,
+    training_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, str]:
     """Write figures, ``report.md``, ``report.json`` (and ``report.html``) under ``output_dir``.
 
-    rewards: ``{model: (B, G, d)}`` raw (un-normalised) rewards for the figures. Returns the paths.
+    rewards: ``{model: (B, G, d)}`` raw (un-normalised) rewards for the figures; training_rows: the
+    rows of a training run's ``metrics.jsonl`` for the curves over steps (optional). Returns the paths.
     """
     out = Path(output_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -156,6 +160,9 @@ def write_report(
         "quantiles": plot_quantiles(values, result.attributes, out / "figures" / "quantiles.png"),
         "scatter": plot_scatter(values, result.attributes, out / "figures" / "scatter.png"),
     }
+    training = plot_training(training_rows, out / "figures" / "training.png") if training_rows else None
+    if training is not None:
+        figures["training"] = training
     for est, d in result.dominance.items():
         figures[f"eps_{est}"] = plot_eps(d["eps"], result.models, f"eps(i ≽ j), {est}",
                                          out / "figures" / f"eps_{est}.png")

@@ -70,6 +70,8 @@ class EvaluateConfig:
     """allow models' own code (off unless you trust them; DESIGN.md §7)."""
     html: bool = False
     """also write report.html."""
+    training_metrics: str | None = None
+    """a training run's metrics.jsonl (or its output dir): eps and reward means over steps in the report."""
     report_to: list = field(default_factory=list)
     """["wandb"] to log the report (offline unless a key is configured)."""
     wandb_project: str = "multidom"
@@ -120,7 +122,7 @@ def _finish(
     kl: dict[str, dict[str, float]] | None, estimators: Sequence[str], eps0: float, alpha: float, seed: int,
     level: float, n_boot: int, normalize: str, violation_options: Mapping[str, Any] | None,
     estimator_options: Mapping[str, Mapping[str, Any]] | None, html: bool, report_to: Sequence[str],
-    wandb_project: str, run_name: str | None,
+    wandb_project: str, run_name: str | None, training_metrics: str | Path | None = None,
 ) -> dict[str, Any]:
     out = Path(output_dir)
     write_completions(out / "completions.jsonl", completions, prompts)
@@ -130,13 +132,25 @@ def _finish(
     result = evaluate(rewards, names, estimators=estimators, eps0=eps0, alpha=alpha, level=level, n_boot=n_boot,
                       seed=seed, normalize=normalize, violation_options=violation_options,
                       estimator_options=estimator_options, kl=kl)
-    paths = write_report(result, rewards, out, html_report=html,
+    paths = write_report(result, rewards, out, html_report=html, training_rows=_training_rows(training_metrics),
                          extra={"completions": str(out / "completions.jsonl")})
     wandb_dir = None
     if "wandb" in report_to:
         wandb_dir = log_to_wandb(result, paths, out, project=wandb_project, run_name=run_name)
     return {**result.to_dict(), "report": paths["markdown"], "paths": paths, "wandb_dir": wandb_dir,
             "summary_text": summary_table(result)}
+
+
+def _training_rows(path: str | Path | None) -> list[dict] | None:
+    if path is None:
+        return None
+    p = Path(path)
+    p = p / "metrics.jsonl" if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"training metrics not found: {p}")
+    from multidom.tracking import read_metrics
+
+    return list(read_metrics(p))
 
 
 def evaluate_models(
@@ -163,6 +177,7 @@ def evaluate_models(
     report_to: Sequence[str] = (),
     wandb_project: str = "multidom",
     run_name: str | None = None,
+    training_metrics: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Sample ``G`` completions per prompt from each model, score them with ``bank``, compare, report.
@@ -193,7 +208,8 @@ def evaluate_models(
     return _finish(prompts, {n: g.completions for n, g in gens.items()}, bank, output_dir, kl=kl,
                    estimators=estimators, eps0=eps0, alpha=alpha, seed=seed, level=level, n_boot=n_boot,
                    normalize=normalize, violation_options=violation_options, estimator_options=estimator_options,
-                   html=html, report_to=report_to, wandb_project=wandb_project, run_name=run_name)
+                   html=html, report_to=report_to, wandb_project=wandb_project, run_name=run_name,
+                   training_metrics=training_metrics)
 
 
 def evaluate_completions(
@@ -203,12 +219,14 @@ def evaluate_completions(
     normalize: str = "zscore", violation_options: Mapping[str, Any] | None = None,
     estimator_options: Mapping[str, Mapping[str, Any]] | None = None, html: bool = False,
     report_to: Sequence[str] = (), wandb_project: str = "multidom", run_name: str | None = None,
+    training_metrics: str | Path | None = None,
 ) -> dict[str, Any]:
     """Like :func:`evaluate_models` on completions already sampled: ``{model: B x G texts}`` (no KL)."""
     return _finish(prompts, {k: [list(r) for r in v] for k, v in completions.items()}, bank, output_dir, kl=None,
                    estimators=estimators, eps0=eps0, alpha=alpha, seed=seed, level=level, n_boot=n_boot,
                    normalize=normalize, violation_options=violation_options, estimator_options=estimator_options,
-                   html=html, report_to=report_to, wandb_project=wandb_project, run_name=run_name)
+                   html=html, report_to=report_to, wandb_project=wandb_project, run_name=run_name,
+                   training_metrics=training_metrics)
 
 
 def _device(name: str) -> str:
@@ -244,7 +262,7 @@ def run_from_config(config: Mapping[str, Any], *, output_dir: str) -> dict[str, 
         estimators=cfg.estimators, eps0=cfg.eps0, alpha=cfg.alpha, seed=cfg.seed, level=cfg.level, n_boot=cfg.n_boot,
         normalize=cfg.normalize, violation_options={"cost": cfg.cost}, estimator_options=cfg.estimator_options,
         html=cfg.html, report_to=cfg.report_to, wandb_project=cfg.wandb_project, run_name=cfg.run_name,
-        output_dir=output_dir,
+        output_dir=output_dir, training_metrics=cfg.training_metrics,
     )
     if cfg.completions is not None:
         prompts, completions = read_completions(cfg.completions)

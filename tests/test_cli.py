@@ -295,3 +295,19 @@ def test_evaluate_after_training(trained, tiny_lm, capsys, monkeypatch):
         assert all(math.isfinite(report["stats"][m][a]["mean"]) for a in report["attributes"])
     keys = _wandb_keys(next(out.glob("wandb/offline-run-*/run-*.wandb")))
     assert b"eval/aligned/rewards/length/mean" in keys and b"eval/dominance/sinkhorn/eps/aligned_vs_reference" in keys
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_lm):
+    """``accelerate launch -m multidom train`` runs the same config on several processes (here 2 on CPU, gloo)."""
+    cfg = write_yaml(tmp_path / "c.yaml", online_config(tiny_lm, max_steps=1, report_to="none"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run(
+        [str(launcher), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "multidom", "train", "--config", str(cfg), "--output-dir", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("multidom: done") == 1  # progress lines from the main process only
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["global_step"] == 1 and (tmp_path / "o" / "final" / "model.safetensors").is_file()

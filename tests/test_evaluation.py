@@ -247,3 +247,28 @@ def test_evaluate_models_end_to_end(tiny_lms, tmp_path):
     again = evaluate_completions(prompts, comps, bank, output_dir=tmp_path / "again", estimators=["quantile"],
                                  n_boot=20)
     assert again["dominance"]["quantile"]["eps"] == eps  # scoring the saved file gives the same numbers
+
+
+def test_kl_estimate_matches_the_exact_one_token_kl(tiny_lms):
+    """With one new token, KL(pi || ref) = sum_v p(v) log p(v)/q(v) at the prompt's last position is exact;
+    the Monte-Carlo estimate on G samples must fall within 4 of its own exact standard errors."""
+    model, tok = load_model(str(tiny_lms["other"]), device="cpu")
+    ref, _ = load_model(str(tiny_lms["ref"]), device="cpu")
+    with torch.no_grad():  # sharpen the policy's next-token distribution: a KL far from 0
+        model.lm_head.weight.mul_(40.0)
+    G = 400
+    gens = generate(model, tok, PROMPTS[:2], G, max_new_tokens=1, seed=0, progress=False)
+    exact, var = [], []
+    with torch.no_grad():
+        for ids in gens.prompt_ids:
+            logp = torch.log_softmax(model(ids[None]).logits[0, -1].double(), -1)
+            logq = torch.log_softmax(ref(ids[None]).logits[0, -1].double(), -1)
+            ratio = logp - logq
+            kl = float((logp.exp() * ratio).sum())
+            exact.append(kl)
+            var.append(float((logp.exp() * (ratio - kl) ** 2).sum()))
+    expected = sum(exact) / 2
+    se = math.sqrt(sum(v / G for v in var)) / 2  # se of the mean of the two per-prompt means
+    got = kl_estimate(model, ref, gens)["kl"]
+    assert expected > 0.5 and abs(got - expected) < 4 * se, (got, expected, se)
+    assert se < 0.1 * expected  # the check has teeth

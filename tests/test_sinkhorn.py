@@ -8,9 +8,9 @@ import ot
 import pytest
 import torch
 
-from multidom.costs import cost_matrix, get_cost
+from multidom.costs import COSTS, cost_matrix, get_cost
 from multidom.sinkhorn import BACKENDS, sinkhorn_estimator
-from multidom.sinkhorn.builtin import _lse, eps_schedule, sinkhorn_potentials
+from multidom.sinkhorn.builtin import H_PRIME, _lse, eps_schedule, sinkhorn_potentials, weighted_h_prime
 
 D64 = torch.float64
 
@@ -283,6 +283,18 @@ def test_bad_arguments_raise(kwargs, match):
     x, a, y, b = _cloud(12, 3, 3, 2)
     with pytest.raises(ValueError, match=match):
         sinkhorn_estimator(x, a, y, b, get_cost("hinge"), **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(COSTS))
+def test_h_prime_table_matches_autograd(name):
+    # the backward pass uses H_PRIME instead of nested autograd; every entry must be h'
+    cost = get_cost(name, beta=1.7, margin=0.3)
+    t = torch.linspace(-3.0, 3.0, 61, dtype=D64).requires_grad_()  # no point sits on a kink
+    t = t + 0.013
+    (auto,) = torch.autograd.grad(cost.h(t).sum(), t)
+    w = torch.rand(61, dtype=D64)
+    assert torch.allclose(weighted_h_prime(t.detach(), w, cost), w * auto, atol=1e-12)
+    assert name in H_PRIME
 
 
 def test_backend_table_names():

@@ -38,14 +38,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from multidom.clouds import ViolationResult
 from multidom.costs import Cost, cost_matrix
 
-__all__ = ["SinkhornState", "solve", "sinkhorn_potentials", "state_from_potentials", "eps_schedule",
+__all__ = ["H_PRIME", "SinkhornState", "solve", "weighted_h_prime", "sinkhorn_potentials", "state_from_potentials", "eps_schedule",
            "envelope_result", "f_update", "g_update"]
 
 #: lower clamp of LSE arguments (after subtracting the max): exp(-_CLAMP) is far below the
@@ -297,19 +297,41 @@ class _Envelope(torch.autograd.Function):
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
             w = plan * (g_value + g_transport)[..., None, None]  # d/dC_ij
             gx, gy = _point_grads(x, y, w, ctx.cost)
+            gx, gy = gx.to(x.dtype), gy.to(y.dtype)
         return gx, ga, gy, gb, None, None, None, None
 
 
+#: ``h'(t)`` of the built-in costs (multidom.costs), so the backward pass needs no nested
+#: autograd; a cost missing here falls back to autograd (tests check each entry against it).
+H_PRIME: dict[str, Callable[[torch.Tensor, float, float], torch.Tensor]] = {
+    "hinge": lambda t, beta, m: (t + m > 0).to(t.dtype),
+    "squared_hinge": lambda t, beta, m: 2.0 * torch.clamp(t + m, min=0.0),
+    "logistic": lambda t, beta, m: beta * torch.sigmoid(beta * (t + m)),
+    "least_squares": lambda t, beta, m: 2.0 * (t + m),
+}
+_CHUNK = 1 << 22  # elements of (n, m, attributes) materialised at once in the backward pass
+
+
+def weighted_h_prime(t: torch.Tensor, w: torch.Tensor, cost: Cost) -> torch.Tensor:
+    """``w * h'(t)`` elementwise (any broadcastable shapes)."""
+    if cost.name in H_PRIME:
+        return w * H_PRIME[cost.name](t, cost.beta, cost.margin)
+    with torch.enable_grad():
+        t = t.detach().requires_grad_()
+        return torch.autograd.grad(cost.h(t), t, grad_outputs=w.expand_as(t))[0]
+
+
 def _point_grads(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, cost: Cost) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sum_ij w_ij C_ij`` differentiated in ``x (..., n, d)`` and ``y (..., m, d)``, one attribute
-    at a time (``C_ij = sum_k h(y_jk - x_ik)``): ``d/dx_ik = -sum_j w_ij h'(t_ijk)``,
-    ``d/dy_jk = sum_i w_ij h'(t_ijk)``."""
-    gx = torch.empty(w.shape[:-1] + x.shape[-1:], dtype=w.dtype, device=w.device)
-    gy = torch.empty(w.shape[:-2] + y.shape[-2:], dtype=w.dtype, device=w.device)
-    for k in range(x.shape[-1]):
-        with torch.enable_grad():
-            t = (y.detach()[..., None, :, k] - x.detach()[..., :, None, k]).to(w.dtype).requires_grad_()
-            (wh,) = torch.autograd.grad(cost.h(t), t, grad_outputs=w)
-        gx[..., k] = -wh.sum(-1)
-        gy[..., k] = wh.sum(-2)
-    return gx.to(x.dtype), gy.to(y.dtype)
+    """``sum_ij w_ij C_ij`` differentiated in ``x (..., n, d)`` and ``y (..., m, d)``
+    (``C_ij = sum_k h(y_jk - x_ik)``): ``d/dx_ik = -sum_j w_ij h'(t_ijk)``,
+    ``d/dy_jk = sum_i w_ij h'(t_ijk)``; attributes in chunks of at most ``_CHUNK`` elements."""
+    x, y = x.detach().to(w.dtype), y.detach().to(w.dtype)
+    d = x.shape[-1]
+    step = max(1, min(d, _CHUNK // max(1, w.numel())))
+    gx, gy = [], []
+    for k in range(0, d, step):
+        t = y[..., None, :, k:k + step] - x[..., :, None, k:k + step]  # (..., n, m, chunk)
+        wh = weighted_h_prime(t, w.unsqueeze(-1), cost)
+        gx.append(-wh.sum(-2))
+        gy.append(wh.sum(-3))
+    return torch.cat(gx, -1), torch.cat(gy, -1)

@@ -272,3 +272,16 @@ def test_kl_estimate_matches_the_exact_one_token_kl(tiny_lms):
     got = kl_estimate(model, ref, gens)["kl"]
     assert expected > 0.5 and abs(got - expected) < 4 * se, (got, expected, se)
     assert se < 0.1 * expected  # the check has teeth
+
+
+def test_attribute_se_matches_the_cluster_formula():
+    """Prompt-bootstrap se of a mean -> sd(per-prompt means, ddof=0) / sqrt(B) (equal G per prompt)."""
+    from multidom.evaluation import attribute_stats
+
+    g = torch.Generator().manual_seed(1)
+    r = torch.randn(40, 5, 1, generator=g) + torch.randn(40, 1, 1, generator=g)  # prompt effects: clustered
+    out = attribute_stats({"a": r, "b": r + 1.0}, ["x"], n_boot=4000, seed=0)
+    per_prompt = r.mean(1).squeeze(-1).double()
+    formula = float(per_prompt.std(unbiased=False) / math.sqrt(40))
+    assert out["a"]["x"]["se"] == pytest.approx(formula, rel=0.06)
+    assert out["b"]["x"]["delta"] == pytest.approx(1.0) and out["b"]["x"]["delta_se"] < 1e-6  # paired: no spread

@@ -53,5 +53,5 @@ def test_two_processes_equal_one(tmp_path):
         for n, p in params1.items():
             torch.testing.assert_close(r["params"][n], p, rtol=1e-5, atol=1e-6, msg=n)
     start = tiny_model(seed=4)
-    moved = max(float((params1[n] - q).abs().max()) for n, q in start.named_parameters())
+    moved = max(float((params1[n] - q.detach()).abs().max()) for n, q in start.named_parameters())
     assert moved > 1e-3  # the step did something (lr 0.5, SGD)

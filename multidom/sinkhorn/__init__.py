@@ -8,12 +8,17 @@ Three interchangeable backends, chosen by name through :data:`BACKENDS`:
 
 ============  ============================================================================
 ``builtin``   log-domain PyTorch solver, batched over leading dims, tolerance stop,
-              epsilon-scaling, envelope-theorem gradient (:mod:`multidom.sinkhorn.builtin`)
-``pot``       POT ``ot.solve(..., method="sinkhorn_log", grad="envelope")``
-              (:mod:`multidom.sinkhorn.pot_backend`)
+              optional epsilon-scaling, envelope-theorem gradient (:mod:`multidom.sinkhorn.builtin`)
+``pot``       POT's log-domain solver ``ot.bregman.sinkhorn_log`` (what ``ot.solve`` runs for
+              KL-regularised OT), looped over the batch (:mod:`multidom.sinkhorn.pot_backend`)
 ``geomloss``  geomloss ``SamplesLoss("sinkhorn", cost=...)`` with side-tagged points so the
-              asymmetric cost is oriented correctly (:mod:`multidom.sinkhorn.geomloss_backend`)
+              asymmetric cost is oriented correctly; no tolerance stop, accuracy set by the
+              annealing ratio (:mod:`multidom.sinkhorn.geomloss_backend`)
 ============  ============================================================================
+
+Every backend returns the same :class:`multidom.clouds.ViolationResult`, with value and
+gradients from :func:`multidom.sinkhorn.builtin.envelope_result` at its converged potentials, so
+they differ only in how (and how accurately) those potentials are found.
 """
 from __future__ import annotations
 

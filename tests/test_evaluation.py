@@ -132,6 +132,19 @@ def test_dominating_model_passes_the_absolute_test():
         assert d["relative"]["ranking"] == ["up", "ref"]
 
 
+def test_three_models_are_ranked_and_tested_pairwise():
+    g = torch.Generator().manual_seed(2)
+    ref = torch.randn(30, 4, 2, generator=g)
+    res = evaluate({"ref": ref, "mid": ref + 1.0, "top": ref + 2.0}, ["a", "b"], estimators=["quantile"], n_boot=50)
+    d = res.dominance["quantile"]
+    assert d["relative"]["ranking"] == ["top", "mid", "ref"] and d["relative"]["wins"] == [0, 1, 2]
+    eps = torch.tensor(d["eps"])
+    assert torch.allclose(eps + eps.T, torch.ones(3, 3, dtype=eps.dtype), atol=1e-6)
+    # a shift by +1 on every attribute: each better model dominates each worse one exactly (eps = 0)
+    assert eps[1, 0] < 1e-6 and eps[2, 0] < 1e-6 and eps[2, 1] < 1e-6
+    assert d["absolute"]["reject"][2][1] and not d["absolute"]["reject"][1][2]
+
+
 def test_evaluate_rejects_bad_input():
     with pytest.raises(ValueError, match="at least 2 models"):
         evaluate({"ref": REF}, ["x"])

@@ -46,6 +46,12 @@ def test_overrides_and_unknown_keys():
 
     with pytest.raises(ConfigError, match="unknown key 'n_bot' in evaluate section; did you mean 'n_boot'"):
         from_mapping(EvaluateConfig, {"n_bot": 10}, "evaluate")
+    ok = {"models": [{"path": "a"}, {"path": "b"}], "prompts": ["p"], "rewards": ["length"]}
+    with pytest.raises(ConfigError, match="unknown estimator 'sinkorn'; did you mean 'sinkhorn'"):
+        from_mapping(EvaluateConfig, {**ok, "estimators": ["quantile", "sinkorn"]}, "evaluate")
+    with pytest.raises(ConfigError, match="at least 2 models"):
+        from_mapping(EvaluateConfig, {**ok, "models": {"only": "a"}}, "evaluate")
+    assert from_mapping(EvaluateConfig, {**ok, "estimators": "sliced"}, "evaluate").estimators == ["sliced"]
 
 
 def test_load_yaml_errors(tmp_path):

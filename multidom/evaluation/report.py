@@ -234,6 +234,16 @@ def log_to_wandb(
     run.log({**wandb_metrics(result),
              **{f"eval/figures/{k[len('figure_'):]}": wandb.Image(p) for k, p in paths.items()
                 if k.startswith("figure_")}})
+    attrs = [[m, a, *(result.stats[m][a][k] for k in ("mean", "se", "q10", "q50", "q90", "delta", "delta_se"))]
+             for m in result.models for a in result.attributes]
+    tables = {"eval/attributes": wandb.Table(
+        columns=["model", "attribute", "mean", "se", "q10", "q50", "q90", "delta", "delta_se"], data=attrs)}
+    for est, d in result.dominance.items():
+        rows = [[mi, mj, d["eps"][i][j], d["se"][i][j], d["low"][i][j], d["high"][i][j], bool(d["absolute"]["reject"][i][j])]
+                for i, mi in enumerate(result.models) for j, mj in enumerate(result.models) if i != j]
+        tables[f"eval/dominance/{est}/eps_table"] = wandb.Table(
+            columns=["i", "j", "eps", "se", "low", "high", "i almost dominates j"], data=rows)
+    run.log(tables)
     artifact = wandb.Artifact("evaluation-report", type="evaluation")
     artifact.add_file(paths["json"])
     artifact.add_file(paths["markdown"])

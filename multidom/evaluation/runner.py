@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from multidom.config import ConfigError, from_mapping
-from multidom.evaluation.analysis import evaluate
+from multidom.config import ConfigError, from_mapping, unknown_key_message
+from multidom.evaluation.analysis import NORMALIZERS, evaluate
 from multidom.evaluation.completions import load_prompts, read_completions, write_completions
 from multidom.evaluation.generation import generate, kl_estimate, same_tokenizer
 from multidom.evaluation.report import log_to_wandb, summary_table, write_report
@@ -99,6 +99,13 @@ class EvaluateConfig:
         for m in self.models:
             if not isinstance(m, Mapping) or set(m) - {"name", "path"} or "path" not in m:
                 raise ConfigError(f"each model is {{name: ..., path: ...}}, got {m!r}")
+        from multidom.estimators import ESTIMATORS
+
+        for est in [*self.estimators, *self.estimator_options]:
+            if est not in ESTIMATORS:
+                raise ConfigError(unknown_key_message(str(est), ESTIMATORS).replace("unknown key", "unknown estimator", 1))
+        if self.normalize not in NORMALIZERS:
+            raise ConfigError(f"normalize must be one of {', '.join(NORMALIZERS)}, got {self.normalize!r}")
 
 
 def score(bank: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]]) -> tuple[torch.Tensor, list[str]]:

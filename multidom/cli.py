@@ -166,12 +166,20 @@ def _one_line(exc: BaseException) -> str:
 
 
 def set_aside_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Rename ``checkpoint-N`` folders that an interrupt cut short (no ``trainer_state.json``, which the
-    Trainer writes after the weights and optimizer) to ``incomplete-checkpoint-N``, so that ``--resume``
-    continues from the last complete checkpoint. Returns the new paths."""
+    """Rename the newest ``checkpoint-N`` folder of each run directory when an interrupt cut its save
+    short (no ``trainer_state.json``, which the Trainer writes after the weights and optimizer) to
+    ``incomplete-checkpoint-N``, so that ``--resume`` continues from the last complete checkpoint.
+    Only the newest one per directory can have been cut short; older ones are never touched."""
+    newest: dict[Path, Path] = {}
+    for ckpt in Path(output_dir).glob("**/checkpoint-*"):
+        step = ckpt.name.removeprefix("checkpoint-")
+        if ckpt.is_dir() and step.isdigit():
+            best = newest.get(ckpt.parent)
+            if best is None or int(step) > int(best.name.removeprefix("checkpoint-")):
+                newest[ckpt.parent] = ckpt
     moved = []
-    for ckpt in sorted(Path(output_dir).glob("**/checkpoint-*")):
-        if ckpt.is_dir() and ckpt.name.split("-")[-1].isdigit() and not (ckpt / "trainer_state.json").is_file():
+    for ckpt in newest.values():
+        if not (ckpt / "trainer_state.json").is_file():
             target = ckpt.with_name(f"incomplete-{ckpt.name}")
             ckpt.rename(target)
             moved.append(target)
@@ -202,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = ensure_writable(output_dir)
     args.resolved_output_dir = str(out)
     if args.resume and not any(out.rglob("checkpoint-*")):
-        _say(f"no checkpoint in {out} yet; starting from scratch")
+        _say(f"--resume: no checkpoint-* in {out} yet")
     _say(f"{trainer} run from {config_path} -> {out}")
     summary = runner(config, output_dir=str(out), resume=bool(args.resume))
     _finish_wandb(0)  # transformers leaves its wandb run open; close it so the offline files are complete

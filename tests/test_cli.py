@@ -311,3 +311,16 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_lm):
     assert proc.stdout.count("multidom: done") == 1  # progress lines from the main process only
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["global_step"] == 1 and (tmp_path / "o" / "final" / "model.safetensors").is_file()
+
+
+def test_only_the_newest_unfinished_checkpoint_is_set_aside(tmp_path):
+    for step, complete in ((2, True), (4, False), (10, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "sub" / "checkpoint-1").mkdir(parents=True)
+    (tmp_path / "sub" / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    moved = cli.set_aside_incomplete_checkpoints(tmp_path)
+    assert moved == [tmp_path / "incomplete-checkpoint-10"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-2", "checkpoint-4", "incomplete-checkpoint-10", "sub"]

@@ -198,12 +198,12 @@ def format_table(result: Mapping[str, Any], checks: Mapping[str, Any], *, report
     lines = [
         f"Held-out prompts: {result['n_prompts']} x {result['G']} completions per model",
         f"{'attribute':<{width}}  {'SFT mean':>9} {'SFT q10':>9}  {'aligned mean':>12} {'aligned q10':>11}"
-        f"  {'delta mean (se)':>16}",
+        f"  {'delta mean (se of mean)':>24}",
     ]
     for a in attrs:
         s, t = stats["sft"][a], stats["aligned"][a]
         lines.append(f"{a:<{width}}  {s['mean']:>9.3f} {s['q10']:>9.3f}  {t['mean']:>12.3f} {t['q10']:>11.3f}"
-                     f"  {t['delta']:>+8.3f} ({t['se']:.3f})")
+                     f"  {t['delta']:>+16.3f} ({t['se']:.3f})")
     models = result["models"]
     i, j = models.index("aligned"), models.index("sft")
     level = round(100 * result.get("settings", {}).get("level", 0.9)) if "settings" in result else 90

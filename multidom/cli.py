@@ -8,6 +8,7 @@ Usage::
     multidom evaluate --config configs/evaluate_example.yaml
     multidom evaluate --model ref=runs/sft --model aligned=runs/hh --prompts prompts.txt -G 8 \\
         --reward sentiment --reward '{type: length, target: 40}' --estimator quantile --estimator sinkhorn
+    multidom evaluate --model ref=runs/sft --checkpoints runs/hh --prompts prompts.txt --reward sentiment
     multidom rewards list
 
 Several GPUs: the same commands run under ``accelerate launch``, e.g.
@@ -46,7 +47,7 @@ RUNNERS: dict[str, str] = {
 _PATH_KEYS = frozenset({
     "model", "name_or_path", "model_name_or_path", "model_path", "ref_model", "ref_model_name_or_path",
     "reference_model", "tokenizer", "tokenizer_name_or_path", "checkpoint", "path", "prompts", "completions",
-    "train", "eval", "desirable", "undesirable", "data_files", "training_metrics",
+    "train", "eval", "desirable", "undesirable", "data_files", "training_metrics", "checkpoints",
 })
 _REWARD_KEYS = frozenset({"rewards", "reward_models"})
 _EXIT_ERROR = 1
@@ -269,7 +270,7 @@ def _evaluate_flags(args: argparse.Namespace) -> dict[str, Any]:
     if args.reward:
         flags["rewards"] = [_parse_reward_flag(item, yaml) for item in args.reward]
     simple = {
-        "prompts": args.prompts, "completions": args.completions, "num_generations": args.num_generations,
+        "prompts": args.prompts, "completions": args.completions, "checkpoints": args.checkpoints, "num_generations": args.num_generations,
         "estimators": args.estimator, "eps0": args.eps0, "alpha": args.alpha, "n_boot": args.n_boot,
         "seed": args.seed, "max_new_tokens": args.max_new_tokens, "html": args.html or None,
         "report_to": args.report_to,
@@ -323,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output-dir", "-o", help="where the report goes (default runs/evaluate)")
     ev.add_argument("--model", action="append", metavar="NAME=PATH",
                     help="a model or checkpoint (repeat; the first is the reference)")
+    ev.add_argument("--checkpoints", metavar="RUN_DIR",
+                    help="add every checkpoint-N (by step) and final/ of a training output dir as models")
     ev.add_argument("--prompts", help="held-out prompts: .txt (one per line) or .jsonl with a 'prompt' field")
     ev.add_argument("--completions", help="JSONL of completions to score instead of generating")
     ev.add_argument("-G", "--num-generations", type=int, help="completions per prompt and model")

@@ -269,8 +269,8 @@ def test_evaluate_after_training(trained, tiny_lm, capsys, monkeypatch):
     prompts = trained["out"].parent / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS + ["how is the sun today", "are you happy"]))
     eval_cfg = write_yaml(trained["out"].parent / "eval.yaml", {
-        "models": [{"name": "reference", "path": str(tiny_lm)},
-                   {"name": "aligned", "path": str(trained["out"] / "final")}],
+        "models": [{"name": "reference", "path": str(tiny_lm)}],
+        "checkpoints": str(trained["out"]),  # checkpoint-2, checkpoint-4, final (not incomplete-checkpoint-3)
         "rewards": ["length", {"type": "regex", "pattern": "good|great|nice|happy", "name": "positive"}],
         "estimators": ["quantile", "sinkhorn"], "n_boot": 30, "max_new_tokens": 6, "html": True,
         "report_to": ["wandb"], "training_metrics": str(trained["out"]),
@@ -279,22 +279,26 @@ def test_evaluate_after_training(trained, tiny_lm, capsys, monkeypatch):
     code, stdout, err = run_cli(capsys, "evaluate", "--config", eval_cfg, "--prompts", prompts, "-G", "3",
                                 "--output-dir", out)
     assert code == 0, err
-    assert "eps(aligned ≽ reference) [quantile]" in stdout
+    assert "eps(final ≽ reference) [quantile]" in stdout
     for name in ("report.md", "report.html", "report.json", "completions.jsonl", "figures/quantiles.png",
                  "figures/scatter.png", "figures/eps_sinkhorn.png", "figures/training.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text())
-    assert report["models"] == ["reference", "aligned"] and report["n_prompts"] == 6 and report["G"] == 3
+    assert report["models"] == ["reference", "checkpoint-2", "checkpoint-4", "final"]
+    assert report["n_prompts"] == 6 and report["G"] == 3
     for est in ("quantile", "sinkhorn"):
         d = report["dominance"][est]
         numbers = [x for key in ("eps", "se", "low", "high") for row in d[key] for x in row]
         assert all(isinstance(x, float) and math.isfinite(x) for x in numbers)
         assert d["eps"][1][0] + d["eps"][0][1] == pytest.approx(1.0)
-    assert report["kl"]["reference"]["kl"] == 0.0 and math.isfinite(report["kl"]["aligned"]["kl"])
+        assert sorted(d["relative"]["ranking"]) == sorted(report["models"])
+    assert report["kl"]["reference"]["kl"] == 0.0 and math.isfinite(report["kl"]["final"]["kl"])
+    # checkpoint-4 is the model that was saved as final: same weights, same samples, same numbers
+    assert report["stats"]["checkpoint-4"] == report["stats"]["final"]
     for m in report["models"]:
         assert all(math.isfinite(report["stats"][m][a]["mean"]) for a in report["attributes"])
     keys = _wandb_keys(next(out.glob("wandb/offline-run-*/run-*.wandb")))
-    assert b"eval/aligned/rewards/length/mean" in keys and b"eval/dominance/sinkhorn/eps/aligned_vs_reference" in keys
+    assert b"eval/final/rewards/length/mean" in keys and b"eval/dominance/sinkhorn/eps/final_vs_reference" in keys
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from multidom.evaluation.runner import (
     evaluate_completions,
     evaluate_models,
     load_model,
+    run_checkpoints,
     run_from_config,
     score,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "log_to_wandb",
     "read_completions",
     "read_prompts",
+    "run_checkpoints",
     "run_from_config",
     "score",
     "sequence_logprobs",

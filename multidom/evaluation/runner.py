@@ -19,7 +19,8 @@ from multidom.evaluation.completions import load_prompts, read_completions, writ
 from multidom.evaluation.generation import generate, kl_estimate, same_tokenizer
 from multidom.evaluation.report import log_to_wandb, summary_table, write_report
 
-__all__ = ["EvaluateConfig", "score", "evaluate_models", "evaluate_completions", "load_model", "run_from_config"]
+__all__ = ["EvaluateConfig", "score", "evaluate_models", "evaluate_completions", "load_model", "run_checkpoints",
+           "run_from_config"]
 
 
 @dataclass
@@ -28,6 +29,8 @@ class EvaluateConfig:
 
     models: list = field(default_factory=list)
     """models or checkpoints: [{name, path}] or {name: path}; the first is the reference."""
+    checkpoints: str | None = None
+    """a training output dir: its checkpoint-N folders (by step) and final/ are added after ``models``."""
     prompts: Any = None
     """held-out prompts: a .txt/.jsonl file, a list, or {path, split, column, limit} of a dataset."""
     completions: str | None = None
@@ -82,6 +85,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if isinstance(self.models, Mapping):
             self.models = [{"name": k, "path": v} for k, v in self.models.items()]
+        if self.checkpoints is not None:
+            self.models = [*self.models, *run_checkpoints(self.checkpoints)]
         for key in ("estimators", "report_to"):
             if isinstance(getattr(self, key), str):
                 setattr(self, key, [getattr(self, key)])
@@ -106,6 +111,22 @@ class EvaluateConfig:
                 raise ConfigError(unknown_key_message(str(est), ESTIMATORS).replace("unknown key", "unknown estimator", 1))
         if self.normalize not in NORMALIZERS:
             raise ConfigError(f"normalize must be one of {', '.join(NORMALIZERS)}, got {self.normalize!r}")
+
+
+def run_checkpoints(run_dir: str | Path) -> list[dict[str, str]]:
+    """``[{name: checkpoint-N, path}, ..., {name: final, path}]`` of a training output directory, by step
+    (``final/`` last when present; nested ``align/`` runs of the quickstart are searched too)."""
+    root = Path(run_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"checkpoints: no such run directory: {root}")
+    found = [p for p in root.glob("**/checkpoint-*") if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
+    found.sort(key=lambda p: int(p.name.removeprefix("checkpoint-")))
+    models = [{"name": p.name, "path": str(p)} for p in found]
+    if (root / "final").is_dir():
+        models.append({"name": "final", "path": str(root / "final")})
+    if not models:
+        raise FileNotFoundError(f"checkpoints: {root} holds no checkpoint-N or final folder")
+    return models
 
 
 def score(bank: Any, prompts: Sequence[Any], completions: Sequence[Sequence[str]]) -> tuple[torch.Tensor, list[str]]:

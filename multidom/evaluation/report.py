@@ -125,6 +125,9 @@ def _blocks(result: EvaluationResult, figures: Mapping[str, str]) -> list[Block]
         blocks += [("h2", f"KL to the reference ({ref})"),
                    ("p", "Sequence-level Monte-Carlo estimate on the sampled completions, se over prompts."),
                    ("table", (["model", "KL", "se"], [[m, v["kl"], v["kl_se"]] for m, v in result.kl.items()]))]
+        missing = [m for m in models if m not in result.kl]
+        if missing:
+            blocks.append(("p", f"No KL for {', '.join(missing)}: its tokenizer differs from the reference's."))
     return blocks
 
 

@@ -104,6 +104,15 @@ def test_config_errors_name_the_key():
         QuickstartConfig.from_mapping({"data": {"eval_fraction": 0}})
 
 
+def test_bad_training_key_and_reward_fail_before_sft(tmp_path):
+    base = {"cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(ValueError, match="unknown key 'lerning_rate' in training section; did you mean 'learning_rate'"):
+        run_from_config({**base, "training": {"lerning_rate": 1e-3}}, output_dir=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="sentimant"):
+        run_from_config({**base, "rewards": ["sentimant"]}, output_dir=str(tmp_path / "b"))
+    assert not (tmp_path / "cache").exists()  # nothing was trained
+
+
 def test_shipped_config_parses():
     config = load_config("configs/quickstart.yaml")
     assert config.pop("trainer") == "quickstart"

@@ -78,6 +78,12 @@ def run_from_config(config: Mapping[str, Any] | None, *, output_dir: str, resume
     out.mkdir(parents=True, exist_ok=True)
     configure_wandb(out)
     timings: dict[str, float] = {}
+    # every user-fixable error (a bad training key, an unknown reward type) surfaces before SFT starts
+    training = {**TRAINING_DEFAULTS, **cfg.training, "output_dir": str(out / "align"), "seed": cfg.seed}
+    if "per_device_train_batch_size" not in cfg.training and "num_generations" in cfg.training:
+        training["per_device_train_batch_size"] = 8 * int(cfg.training["num_generations"])  # 8 prompts a step
+    args = from_mapping(OnlineDominanceConfig, training, "training")
+    bank = RewardBank(list(cfg.rewards))
 
     # 1-2. data and SFT (cached by the hash of everything that shapes the SFT model)
     d = cfg.data
@@ -99,14 +105,9 @@ def run_from_config(config: Mapping[str, Any] | None, *, output_dir: str, resume
 
     # 3. alignment with the online dominance trainer
     t0 = time.perf_counter()
-    bank = RewardBank(list(cfg.rewards))
     train_prompts = sorted({p.prompt for p in train_pairs})
     if d.align_prompts and d.align_prompts < len(train_prompts):
         train_prompts = sorted(random.Random(cfg.seed).sample(train_prompts, d.align_prompts))
-    training = {**TRAINING_DEFAULTS, **cfg.training, "output_dir": str(out / "align"), "seed": cfg.seed}
-    if "per_device_train_batch_size" not in cfg.training and "num_generations" in cfg.training:
-        training["per_device_train_batch_size"] = 8 * int(cfg.training["num_generations"])
-    args = from_mapping(OnlineDominanceConfig, training, "training")
     policy, tokenizer = load_sft(sft_dir)
     dataset = _prompt_dataset(train_prompts)
     trainer = MultiDomTrainer(policy, args, dataset, reward_bank=bank, processing_class=tokenizer)

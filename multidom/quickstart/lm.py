@@ -99,7 +99,7 @@ def build_model(config: TinyLMConfig, tokenizer: PreTrainedTokenizerFast, *, see
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads,
-        max_position_embeddings=config.max_length,
+        max_position_embeddings=2 * config.max_length,  # room to sample past the SFT length (RoPE)
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

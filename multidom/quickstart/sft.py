@@ -28,7 +28,7 @@ from multidom.quickstart.lm import TinyLMConfig, build_model, train_tokenizer
 
 __all__ = ["SFTConfig", "cache_key", "encode_pairs", "load_or_train_sft", "load_sft"]
 
-_FORMAT = 1  # bump when the SFT recipe changes in a way the config does not show
+_FORMAT = 2  # bump when the SFT recipe changes in a way the config does not show
 
 
 @dataclass

@@ -19,11 +19,12 @@ __all__ = ["configure_wandb", "JsonlMetrics", "read_metrics"]
 def configure_wandb(output_dir: str | os.PathLike) -> str:
     """Make wandb safe without a network: offline mode unless the user configured a key.
 
-    Sets ``WANDB_DIR`` to ``output_dir`` (runs are written under it) and ``WANDB_MODE=offline``
+    Sets ``WANDB_DIR`` to ``output_dir`` (each run's files are written under its own output
+    directory, also when several runs share one process) and ``WANDB_MODE=offline``
     unless ``WANDB_MODE`` is already set or an API key is configured (``WANDB_API_KEY`` or a
     ``~/.netrc`` entry for the wandb host). Returns the mode in force.
     """
-    os.environ.setdefault("WANDB_DIR", str(output_dir))
+    os.environ["WANDB_DIR"] = str(output_dir)
     Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
     if "WANDB_MODE" not in os.environ:
         netrc = Path.home() / ".netrc"

@@ -76,8 +76,11 @@ def sinkhorn_estimator(
     Returns:
         :class:`multidom.clouds.ViolationResult` with ``value`` ``(...)`` (the entropic
         objective including ``reg * KL``), ``transport`` ``(...)`` = ``<pi, C>``, potentials
-        ``f (..., n)``, ``g (..., m)`` and ``plan`` on request. Gradients flow to ``x, a, y, b``;
-        ``d value / d a_i = f_i`` (envelope theorem).
+        ``f (..., n)``, ``g (..., m)`` and ``plan`` on request. ``value`` is differentiable in
+        ``x, a, y, b`` by the envelope theorem (``d value / d a_i = f_i``, ``d value / d b_j = g_j``,
+        ``d value / d C = pi``). ``transport`` is differentiable in the points with the plan held
+        fixed (exact as ``reg -> 0``) and, like POT's envelope mode, not in the weights: use
+        ``value`` when the weight gradient (the per-sample advantage) is wanted.
 
     Raises:
         ValueError: unknown backend (valid names listed), ``reg <= 0``, ``max_iter < 1``,

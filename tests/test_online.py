@@ -48,6 +48,22 @@ def test_potentials_hand_values(estimator):
     assert advantages_from_potentials(pot.phi, pot.valid)[0].tolist() == pytest.approx([-0.5, 0.5], abs=1e-6)
 
 
+@pytest.mark.parametrize("estimator", ["quantile", "sliced"])
+def test_potentials_at_a_weight_tie_are_the_mean_of_the_one_sided_derivatives(estimator):
+    # d = 1, policy x = (0, 2), baseline y = (1, 3) uniform, hinge h(z) = max(z, 0). With a = (a1, 1 - a1) the
+    # cumulative weight a1 ties with b's 1/2 at w = 1. For a1 < 1/2 the segments are (0, a1]: h(1 - 0) = 1,
+    # (a1, 1/2]: h(1 - 2) = 0, (1/2, 1]: h(3 - 2) = 1, so D = a1 + 1/2 (slope 1); for a1 > 1/2 they are (0, 1/2]: 1,
+    # (1/2, a1]: h(3 - 0) = 3, (a1, 1]: 1, so D = 2 a1 - 1/2 (slope 2). The mean slope 3/2 times
+    # da1/dw1 = w2 / (w1 + w2)^2 = 1/4 gives dD/dw = (3/8, -3/8); phi = n * dD/dw = (0.75, -0.75), D = 1.
+    # (A weight jitter of 1e-3 around the tie is off by ~4e-4 here.)
+    x = torch.tensor([[[0.0], [2.0]]], dtype=torch.float64)
+    y = torch.tensor([[[1.0], [3.0]]], dtype=torch.float64)
+    ones = torch.ones(1, 2, dtype=torch.bool)
+    pot = dominance_potentials(x, ones, y, ones, make_violation(estimator, cost="hinge", seed=0))
+    assert pot.phi[0].tolist() == pytest.approx([0.75, -0.75], abs=1e-12)
+    assert float(pot.violation) == pytest.approx(1.0, abs=1e-12)
+
+
 def test_better_sample_gets_larger_advantage_every_estimator():
     torch.manual_seed(0)
     x = torch.randn(3, 4, 2)
@@ -145,7 +161,7 @@ def test_aggregator_masking_counts_and_trl_advantages(tmp_path):
     # the masked samples did not enter the cloud: same potentials as without them
     agg2 = DominanceReward(_table_scorer(table), _cfg(tmp_path, num_generations=2))
     out2 = agg2(["p", "p"], ["good", "bad"], baseline_rewards=baseline[:2])
-    assert [out[0], out[2]] == pytest.approx(out2, abs=1e-3)  # tie jitter of the quantile estimator
+    assert [out[0], out[2]] == pytest.approx(out2, abs=1e-6)
 
 
 def test_aggregator_bad_input(tmp_path):
@@ -210,6 +226,26 @@ def test_eps_from_the_potentials_solve_equals_violation_ratio(estimator):
     ref = multidom.violation_ratio((x, xm.float()), (y, ym.float()), estimator=estimator, **kept)
     torch.testing.assert_close(pot.eps, ref, atol=1e-5, rtol=1e-5)
     assert make_violation("quantile", cost="squared_hinge").spec[1].tie_slope is None  # falls back to a solve
+
+
+@pytest.mark.parametrize("disable_tqdm", [False, True])
+def test_reference_baseline_sampling_shows_progress_unless_tqdm_is_disabled(tmp_path, monkeypatch, disable_tqdm):
+    from datasets import Dataset
+
+    import multidom.trainers.online_baseline as ob
+
+    calls = []
+
+    def fake_sample(model, tokenizer, prompts, n, **kwargs):
+        calls.append(kwargs)
+        return [["yes"] * n for _ in prompts], [[[1]] * n for _ in prompts]
+
+    monkeypatch.setattr(ob, "sample_completions", fake_sample)
+    cfg = _cfg(tmp_path, baseline_source="reference", baseline_samples=2, disable_tqdm=disable_tqdm)
+    out = ob.add_baseline_column(Dataset.from_dict({"prompt": ["p", "q"]}), cfg, _table_scorer({"yes": [1.0, 2.0]}),
+                                 model=object(), tokenizer=object())
+    assert out["baseline_rewards"] == [[[1.0, 2.0]] * 2] * 2
+    assert len(calls) == 1 and calls[0]["progress"] is (not disable_tqdm) and calls[0]["desc"] == "baseline cloud"
 
 
 def test_dataset_responses_become_the_cached_baseline_column(tmp_path):

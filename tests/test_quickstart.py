@@ -85,6 +85,59 @@ def test_sft_learns_and_is_cached(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary directory left behind
 
 
+@pytest.mark.parametrize("stage", ["train", "save"])
+def test_sft_interrupted_leaves_no_temporary_directory(tmp_path, monkeypatch, stage):
+    # Ctrl-C while training (nothing written yet) or after the temporary directory has files in it: the
+    # cache directory ends up empty, and the next run trains from scratch and caches normally.
+    import transformers
+
+    import multidom.quickstart.sft as sft
+
+    model_cfg = TinyLMConfig(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                             max_length=32)
+    sft_cfg = SFTConfig(epochs=1, batch_size=4)
+    kw = dict(model_config=model_cfg, sft_config=sft_cfg, cache_dir=tmp_path, key_parts={"data": "toy"}, progress=False)
+    seen = []
+    if stage == "train":
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(sft, "_train", interrupted)
+    else:
+        original = transformers.PreTrainedTokenizerFast.save_pretrained
+
+        def interrupted(self, path, *args, **kwargs):
+            original(self, path, *args, **kwargs)
+            seen.append(sorted(p.name for p in tmp_path.iterdir()))
+            raise KeyboardInterrupt
+        monkeypatch.setattr(transformers.PreTrainedTokenizerFast, "save_pretrained", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_train_sft(PAIRS, **kw)
+    if stage == "save":  # the interrupt really came while the temporary directory existed
+        assert len(seen) == 1 and len(seen[0]) == 1 and ".tmp-" in seen[0][0]
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    path, summary = load_or_train_sft(PAIRS, **kw)
+    assert not summary["cached"] and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_sample_completions_progress_bar(tokenizer, capsys, progress):
+    from multidom.trainers.online_baseline import sample_completions
+
+    model = build_model(TinyLMConfig(vocab_size=320, hidden_size=16, num_layers=1, num_heads=2,
+                                     intermediate_size=32), tokenizer)
+    prompts = [[{"role": "user", "content": q}] for q in ("hi", "how are you", "bye")]
+    capsys.readouterr()
+    comps, ids = sample_completions(model, tokenizer, prompts, 2, max_new_tokens=2, batch_size=4,
+                                    progress=progress, desc="baseline cloud")
+    err = capsys.readouterr().err
+    assert [len(c) for c in comps] == [2, 2, 2] and [len(i) for i in ids] == [2, 2, 2]
+    if progress:  # 3 prompts x 2 completions, counted from 0 to 6 (tqdm may skip the 4/6 refresh)
+        assert "baseline cloud" in err and "0/6" in err and "6/6 " in err
+    else:
+        assert err == ""
+
+
 def test_build_model_shape(tokenizer):
     model = build_model(TinyLMConfig(vocab_size=320, hidden_size=16, num_layers=1, num_heads=2,
                                      intermediate_size=32), tokenizer)

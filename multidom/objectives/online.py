@@ -75,7 +75,6 @@ def make_violation(
             positive, negative, estimator=estimator, cost=cost, beta=beta, margin=margin, **kept
         )
 
-    violation.piecewise_linear = estimator in PIECEWISE_LINEAR  # type: ignore[attr-defined]
     violation.spec = (estimator, get_cost(cost, beta=beta, margin=margin), kept)  # type: ignore[attr-defined]
     return violation
 
@@ -101,14 +100,6 @@ def ratio_from_value(violation: ViolationFn, value: torch.Tensor, x, a, y, b) ->
     total = value + d_qp
     return torch.where(total > 0, value / torch.where(total > 0, total, torch.ones_like(total)),
                        torch.full_like(total, 0.5))
-
-
-#: Estimators whose value is piecewise linear in the weights (sorting / quantile coupling): at equal cloud
-#: sizes every cumulative weight ``i/G`` ties with a ``j/M`` and the autograd derivative there is not a
-#: subgradient (measured: all zeros for G = M with ``multidom.ot1d`` at the time of writing).
-#: :func:`dominance_potentials` averages the two one-sided derivatives instead (see there).
-PIECEWISE_LINEAR = frozenset({"quantile", "sliced"})
-TIE_JITTER = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +210,11 @@ def dominance_potentials(
 ) -> Potentials:
     """Per-sample potentials ``phi = n * dD(P ≽ Q)/dw`` by autograd through ``violation``.
 
+    ``D`` is convex and piecewise linear in the weights for ``quantile`` and ``sliced``; at equal cloud
+    sizes every cumulative weight ``i/G`` ties with a ``j/M`` and the potentials are not unique.
+    :func:`multidom.ot1d.ot1d` then returns the mean of the two one-sided derivatives (a subgradient in
+    the middle of the dual set), so one autograd pass at ``w = 1`` is all this needs.
+
     Args:
         policy: ``(B, G, d)`` policy reward vectors (already normalised).
         policy_mask: ``(B, G)`` bool, False for samples the bank masked (they get weight 0).
@@ -248,18 +244,12 @@ def dominance_potentials(
         return Potentials(phi, valid, active, x.new_zeros(()))
     if grouping == "pooled":  # only active prompts' samples enter the pooled cloud
         xm = valid.reshape(1, -1)
-    base = xm.to(x.dtype)
-    if getattr(violation, "piecewise_linear", False):
-        # D is convex and piecewise linear in the weights; at the tie w = 1 take the mean of the derivatives
-        # at w (1 +- TIE_JITTER * ramp) -- each a one-sided derivative, their mean a subgradient.
-        ramp = torch.arange(1, base.shape[-1] + 1, dtype=x.dtype, device=x.device) / base.shape[-1]
-        grads = [_weight_grad(violation, xs, base * (1 + s * TIE_JITTER * ramp), ys, ym) for s in (1.0, -1.0)]
-        grad = 0.5 * (grads[0] + grads[1])
-        with torch.no_grad():
-            values = violation((xs, base), (ys, ym.to(y.dtype)))
-    else:
-        grad, values = _weight_grad(violation, xs, base, ys, ym, with_value=True)
+    base = xm.to(x.dtype).requires_grad_(True)
     b_w = ym.to(y.dtype)
+    with torch.enable_grad():
+        values = violation((xs, base), (ys, b_w))
+        (grad,) = torch.autograd.grad(values.sum(), base)
+    values, base = values.detach(), base.detach()
     eps = ratio_from_value(violation, values, xs, base / base.sum(-1, keepdim=True), ys,
                            b_w / b_w.sum(-1, keepdim=True))
     value = values.sum()
@@ -273,15 +263,6 @@ def dominance_potentials(
         raise FloatingPointError("the estimator returned non-finite potentials; check the estimator parameters "
                                  "(e.g. a too-small sinkhorn reg) and the reward scale")
     return Potentials(phi.detach(), valid, active, value.detach(), None if eps is None else eps.detach())
-
-
-def _weight_grad(violation, xs, w, ys, ym, with_value=False):
-    """``dD/dw`` (and ``D`` per batch entry when ``with_value``)."""
-    w = w.detach().requires_grad_(True)
-    with torch.enable_grad():
-        values = violation((xs, w), (ys, ym.to(ys.dtype)))
-        (grad,) = torch.autograd.grad(values.sum(), w)
-    return (grad, values.detach()) if with_value else grad
 
 
 def advantages_from_potentials(phi: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

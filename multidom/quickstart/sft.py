@@ -111,7 +111,8 @@ def load_or_train_sft(
 
     ``key_parts`` names what produced ``pairs`` (the data settings); with the model and SFT
     configs and the seed it forms the cache key. Training writes into a temporary sibling
-    directory and renames it when complete, so an interrupted run never leaves a half cache.
+    directory and renames it when complete, so an interrupted run never leaves a half cache; the
+    temporary directory is removed on any exit, Ctrl-C included.
     The summary (``sft_summary.json``) holds the key, the final loss, the parameter count and the
     training time.
     """
@@ -133,19 +134,22 @@ def load_or_train_sft(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    summary = {
-        "key": key,
-        "train_pairs": len(pairs),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "final_loss": final_loss,
-        "seconds": time.perf_counter() - started,
-    }
-    (tmp / "sft_summary.json").write_text(json.dumps(summary, indent=2))
     try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished the same key first; keep theirs
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        summary = {
+            "key": key,
+            "train_pairs": len(pairs),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "final_loss": final_loss,
+            "seconds": time.perf_counter() - started,
+        }
+        (tmp / "sft_summary.json").write_text(json.dumps(summary, indent=2))
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished the same key first; keep theirs
+            pass
+    finally:  # gone after the rename; otherwise (Ctrl-C, a failed write, a lost race) nothing is left behind
         shutil.rmtree(tmp, ignore_errors=True)
     return target, {**summary, "cached": False}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 __all__ = ["Scorer", "as_bank", "sample_completions", "score_rows", "prompt_key", "add_baseline_column", "RollingBuffer"]
 
@@ -79,11 +80,13 @@ def prompt_key(prompt: Any) -> str:
 def sample_completions(
     model: Any, tokenizer: Any, prompts: Sequence[Any], n: int, *, max_new_tokens: int,
     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 16,
+    progress: bool = False, desc: str = "sampling",
 ) -> tuple[list[list[Any]], list[list[list[int]]]]:
     """Sample ``n`` completions per prompt with ``model.generate`` (the reference policy).
 
     Conversational prompts go through the chat template and come back as
     ``[{"role": "assistant", "content": text}]``, as TRL passes them to reward functions.
+    ``progress`` shows a tqdm bar (labelled ``desc``) counting completions.
     Returns ``(completions[i][k], completion_ids[i][k])``.
     """
     conversational = bool(prompts) and not isinstance(prompts[0], str)
@@ -98,6 +101,7 @@ def sample_completions(
     outs: list[list[Any]] = [[] for _ in prompts]
     ids_out: list[list[list[int]]] = [[] for _ in prompts]
     flat = [i for i in range(len(prompts)) for _ in range(n)]
+    bar = tqdm(total=len(flat), desc=desc, unit="completion", disable=not progress)
     try:
         for start in range(0, len(flat), batch_size):
             rows = flat[start:start + batch_size]
@@ -114,7 +118,9 @@ def sample_completions(
                 text = tokenizer.decode(seq, skip_special_tokens=True)
                 outs[row].append([{"role": "assistant", "content": text}] if conversational else text)
                 ids_out[row].append(seq)
+            bar.update(len(rows))
     finally:
+        bar.close()
         tokenizer.padding_side = side
         model.train(was_training)
     return outs, ids_out
@@ -175,6 +181,7 @@ def add_baseline_column(
                 model, tokenizer, sub_prompts, config.baseline_samples,
                 max_new_tokens=config.max_completion_length, temperature=config.temperature,
                 top_p=config.top_p, top_k=config.top_k or 0,
+                progress=not getattr(config, "disable_tqdm", False), desc="baseline cloud",
             )
         else:  # "dataset"
             rcol = config.baseline_response_column

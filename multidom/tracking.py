@@ -5,27 +5,39 @@ Metric names are stable: ``rewards/<attribute>/<stat>``, ``dominance/<estimator>
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from transformers import TrainerCallback
 
-__all__ = ["configure_wandb", "JsonlMetrics", "read_metrics"]
+__all__ = ["configure_wandb", "wandb_scope", "JsonlMetrics", "read_metrics"]
+
+_EXIT_INTERRUPT, _EXIT_ERROR = 130, 1
 
 
 def configure_wandb(output_dir: str | os.PathLike) -> str:
     """Make wandb safe without a network: offline mode unless the user configured a key.
 
-    Sets ``WANDB_DIR`` to ``output_dir`` (each run's files are written under its own output
-    directory, also when several runs share one process) and ``WANDB_MODE=offline``
-    unless ``WANDB_MODE`` is already set or an API key is configured (``WANDB_API_KEY`` or a
-    ``~/.netrc`` entry for the wandb host). Returns the mode in force.
+    Sets ``WANDB_DIR`` to ``output_dir`` and ``WANDB_MODE=offline`` unless ``WANDB_MODE`` is
+    already set or an API key is configured (``WANDB_API_KEY`` or a ``~/.netrc`` entry for the
+    wandb host). Returns the mode in force.
+
+    wandb reads its environment once per process (the ``wandb.setup()`` singleton, created by the
+    first ``wandb.init``), so a later ``WANDB_DIR`` alone would not move the next run: the Trainer's
+    ``WandbCallback`` calls ``wandb.init`` without ``dir=`` and would write under the first run's
+    folder. When that singleton exists, its ``root_dir`` is set to ``output_dir`` as well, so each
+    run started afterwards (without ``dir=``) writes under its own output directory, also when
+    several runs share one process (a notebook). A run already active is not touched; see
+    :func:`wandb_scope` to close the run a training leaves open.
     """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     os.environ["WANDB_DIR"] = str(output_dir)
-    Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
     if "WANDB_MODE" not in os.environ:
         netrc = Path.home() / ".netrc"
         has_key = bool(os.environ.get("WANDB_API_KEY")) or (
@@ -33,7 +45,46 @@ def configure_wandb(output_dir: str | os.PathLike) -> str:
         )
         os.environ["WANDB_MODE"] = "online" if has_key else "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
+    wandb = sys.modules.get("wandb")  # not imported yet: the first wandb.init reads the environment above
+    if wandb is not None:
+        from wandb.sdk import wandb_setup
+
+        if wandb_setup.singleton().settings_if_loaded is not None:
+            wandb.setup(settings=wandb.Settings(root_dir=str(output_dir)))
     return os.environ["WANDB_MODE"]
+
+
+@contextlib.contextmanager
+def wandb_scope(output_dir: str | os.PathLike) -> Iterator[str]:
+    """One training's wandb lifetime: :func:`configure_wandb` on entry (yields the mode), and on exit
+    ``wandb.finish`` of the run opened inside the block -- the Trainer's ``WandbCallback`` leaves its
+    run open, and the next training in the same process would log into it (its ``wandb.init`` is
+    skipped while ``wandb.run`` is set), under the previous output directory.
+
+    The exit code recorded is 0, 130 after ``KeyboardInterrupt`` (the offline files of an interrupted
+    run stay complete) or 1 after another exception, which is re-raised. A run that was already active
+    on entry (opened by the caller, who wants the training logged into it) is left open.
+    """
+    before = _active_wandb_run()
+    mode = configure_wandb(output_dir)
+    try:
+        yield mode
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # never mask the original error
+            _finish_wandb_opened_since(before, _EXIT_INTERRUPT if isinstance(exc, KeyboardInterrupt) else _EXIT_ERROR)
+        raise
+    _finish_wandb_opened_since(before, 0)
+
+
+def _active_wandb_run() -> Any:
+    wandb = sys.modules.get("wandb")
+    return getattr(wandb, "run", None) if wandb is not None else None
+
+
+def _finish_wandb_opened_since(before: Any, exit_code: int) -> None:
+    run = _active_wandb_run()
+    if run is not None and run is not before:
+        run.finish(exit_code=exit_code)
 
 
 class JsonlMetrics(TrainerCallback):

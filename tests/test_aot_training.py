@@ -147,9 +147,8 @@ def test_violation_ratio_metric_is_the_library_one():
     assert float(eps) == pytest.approx(0.25)
 
 
-def test_desirable_and_undesirable_datasets(tiny_dir, tmp_path, monkeypatch):
+def test_desirable_and_undesirable_datasets(tiny_dir, tmp_path):
     """KTO-style unpaired data: two files with different prompts, merged with a label column."""
-    monkeypatch.delenv("WANDB_DIR", raising=False)  # configure_wandb keeps the first run's folder per process
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
     good.write_text("".join(json.dumps({"prompt": f"Q{i}:", "completion": "abab"}) + "\n" for i in range(5)))
     bad.write_text("".join(json.dumps({"prompt": f"R{i}?", "completion": "zq" * (i + 1)}) + "\n" for i in range(3)))

@@ -212,14 +212,11 @@ def trained(tmp_path_factory, tiny_lm):
     cfg = write_yaml(root / "online.yaml", online_config(tiny_lm, max_steps=4, save_steps=2))
     out = root / "run"
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("WANDB_DIR", raising=False)  # configure_wandb keeps the first run's dir within one process
         mp.setattr(JsonlMetrics, "on_step_end", _CtrlCAfter(3), raising=False)
         interrupted = cli.main(["train", "--config", str(cfg), "--output-dir", str(out)])
         after_interrupt = sorted(p.name for p in out.glob("*checkpoint-*"))
         wandb_after_interrupt = sorted(out.glob("wandb/offline-run-*/run-*.wandb"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("WANDB_DIR", raising=False)
-        resumed = cli.main(["train", "--config", str(cfg), "--output-dir", str(out), "--resume"])
+    resumed = cli.main(["train", "--config", str(cfg), "--output-dir", str(out), "--resume"])
     return {"out": out, "cfg": cfg, "interrupted": interrupted, "resumed": resumed,
             "after_interrupt": after_interrupt, "wandb_after_interrupt": wandb_after_interrupt}
 
@@ -264,7 +261,7 @@ def test_training_metrics_and_offline_wandb_names(trained):
 
 
 @pytest.mark.slow
-def test_evaluate_after_training(trained, tiny_lm, capsys, monkeypatch):
+def test_evaluate_after_training(trained, tiny_lm, capsys):
     out = trained["out"] / "eval"
     prompts = trained["out"].parent / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS + ["how is the sun today", "are you happy"]))
@@ -275,7 +272,6 @@ def test_evaluate_after_training(trained, tiny_lm, capsys, monkeypatch):
         "estimators": ["quantile", "sinkhorn"], "n_boot": 30, "max_new_tokens": 6, "html": True,
         "report_to": ["wandb"], "training_metrics": str(trained["out"]),
     })
-    monkeypatch.delenv("WANDB_DIR", raising=False)
     code, stdout, err = run_cli(capsys, "evaluate", "--config", eval_cfg, "--prompts", prompts, "-G", "3",
                                 "--output-dir", out)
     assert code == 0, err

@@ -108,10 +108,7 @@ def test_run_from_config_example_resume_and_bad_keys(toy, tmp_path):
     config["training"].update(max_steps=2, save_steps=2, logging_steps=1, report_to="wandb", plot_steps=1,
                               per_device_train_batch_size=16, baseline_samples=2)
     out = tmp_path / "cfg"
-    summary = run_from_config(config, output_dir=str(out))
-    import wandb
-
-    wandb.finish()
+    summary = run_from_config(config, output_dir=str(out))  # finishes its wandb run (offline files complete)
     media = {p.suffix for p in out.rglob("*") if p.is_file() and "media" in p.parts}
     assert {".png", ".json"} <= media, media  # the clouds scatter and the samples table reached (offline) wandb
     config["training"].update(report_to="none", plot_steps=0)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from multidom.config import ConfigError, check_keys, from_mapping
-from multidom.tracking import configure_wandb, read_metrics
+from multidom.tracking import read_metrics, wandb_scope
 from multidom.trainers.online_config import OnlineDominanceConfig
 
 __all__ = ["run", "build_config", "load_prompts", "SECTIONS"]
@@ -100,14 +100,21 @@ def _model_spec(model: Any) -> dict:
 
 
 def run(config: dict, *, output_dir: str, resume: bool = False) -> dict:
-    """Train from a config mapping (without ``trainer:``); see the module docstring for the sections."""
+    """Train from a config mapping (without ``trainer:``); see the module docstring for the sections.
+
+    The wandb run the training opens is finished on return (or on an error / Ctrl-C), so the next
+    training in the same process logs its own run under its own output directory."""
+    with wandb_scope(output_dir):
+        return _run(config, output_dir=output_dir, resume=resume)
+
+
+def _run(config: dict, *, output_dir: str, resume: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
 
     from multidom.trainers.online import MultiDomTrainer
 
-    configure_wandb(output_dir)
     args = build_config(config, output_dir)
     if "model" not in config or "data" not in config:
         raise ConfigError("an online config needs 'model' and 'data' sections")

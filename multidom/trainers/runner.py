@@ -123,10 +123,22 @@ def _load_model(model_cfg: dict):
 
 def run_trainer(config: dict, *, output_dir: str, resume: bool, config_cls: type, build: Callable,
                 data_mode: str, prepare_data: Callable | None = None) -> dict:
-    """Build, train (resuming when asked), save, evaluate; return a JSON-able summary."""
+    """Build, train (resuming when asked), save, evaluate; return a JSON-able summary.
+
+    The wandb run the training opens is finished on return (or on an error / Ctrl-C), so the next
+    training in the same process logs its own run under its own output directory."""
+    from multidom.tracking import wandb_scope
+
+    with wandb_scope(output_dir):
+        return _run_trainer(config, output_dir=output_dir, resume=resume, config_cls=config_cls, build=build,
+                            data_mode=data_mode, prepare_data=prepare_data)
+
+
+def _run_trainer(config: dict, *, output_dir: str, resume: bool, config_cls: type, build: Callable,
+                 data_mode: str, prepare_data: Callable | None) -> dict:
     from transformers.trainer_utils import get_last_checkpoint
 
-    from multidom.tracking import JsonlMetrics, configure_wandb, read_metrics
+    from multidom.tracking import JsonlMetrics, read_metrics
 
     check_keys(config, ("model", "data", "training"), None)
     for section in ("model", "data"):
@@ -135,7 +147,6 @@ def run_trainer(config: dict, *, output_dir: str, resume: bool, config_cls: type
     data_cfg = dict(config["data"])
     check_keys(data_cfg, DATA_KEYS[data_mode], "data")
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    configure_wandb(output_dir)
     args = build_args(config_cls, config.get("training"), output_dir)
     model, tokenizer, ref, peft_cfg = _load_model(dict(config["model"]))
     data = (prepare_data or _aot_data)(data_cfg)

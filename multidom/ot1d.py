@@ -84,23 +84,55 @@ def quantile_coupling(
         ``j[k]`` and carries ``mass[k]`` (differentiable in ``a`` and ``b``; some segments have mass
         zero). ``sum_k mass[k] = max(sum a, sum b)``.
     """
-    n, m = a.shape[-1], b.shape[-1]
-    ca, cb = torch.cumsum(a, -1), torch.cumsum(b, -1)
-    t, order = sort(torch.cat([ca, cb], -1), stable=True)
+    breaks = torch.cat([torch.cumsum(a, -1), torch.cumsum(b, -1)], -1)
+    perm = _merge(breaks.detach(), a.shape[-1], (ties,))[ties]
+    i, j = _pairs(perm, a.shape[-1], b.shape[-1])
+    t = torch.gather(breaks, -1, perm)
+    return i, j, t - torch.cat([torch.zeros_like(t[..., :1]), t[..., :-1]], -1)
+
+
+def _merge(breaks: torch.Tensor, n: int, ties: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The order of the breakpoints in :func:`quantile_coupling` for several ``ties`` at once.
+
+    The cumulative weights are merged by one stable sort; each tie side then only reorders within
+    the groups of near-equal breakpoints (one batched stable sort of the group keys for all sides,
+    skipped when no two breakpoints are near-equal).
+
+    Args:
+        breaks: ``(..., n + m)`` the cumulative weights ``cat([ca, cb])`` of the sorted positive and
+            negative points (detached).
+        n: the number of positive points.
+        ties: the sides wanted, each one of :data:`TIES`.
+    Returns:
+        ``{side: perm}``, ``perm: (..., n + m)``: segment ``k`` ends at ``breaks[perm[k]]``. Sides
+        with the same order share one tensor.
+    """
+    t, order = sort(breaks, stable=True)
+    perms = dict.fromkeys(ties, order)
+    sided = [s for s in ties if s != "none"]
+    if not sided:
+        return perms
+    tol = 2 * breaks.shape[-1] * torch.finfo(t.dtype).eps
+    gap = torch.diff(t, dim=-1, prepend=torch.full_like(t[..., :1], -1.0))
+    starts = gap > tol  # a new group of near-equal breakpoints
+    if bool(starts.all()):
+        return perms
+    group2 = 2 * torch.cumsum(starts, -1)
     is_a = order < n
-    if ties != "none":
-        tol = 2 * (n + m) * torch.finfo(t.dtype).eps
-        gap = torch.diff(t.detach(), dim=-1, prepend=torch.full_like(t[..., :1], -1.0))
-        group = torch.cumsum(gap > tol, -1)
-        second = ~is_a if ties == "a_first" else is_a
-        regroup = sort(2 * group + second.long(), stable=True)[1]
-        t, is_a = torch.gather(t, -1, regroup), torch.gather(is_a, -1, regroup)
-    lo = torch.cat([torch.zeros_like(t[..., :1]), t[..., :-1]], -1)
-    mass = t - lo
-    # breakpoints strictly before each segment; the clamp only touches the last (zero-mass) segment
-    i = (torch.cumsum(is_a, -1) - is_a.long()).clamp_(max=n - 1)
-    j = (torch.cumsum(~is_a, -1) - (~is_a).long()).clamp_(max=m - 1)
-    return i, j, mass
+    keys = torch.stack([group2 + (~is_a if s == "a_first" else is_a) for s in sided])
+    moved = torch.gather(order.expand(len(sided), *order.shape), -1, sort(keys, stable=True)[1])
+    perms.update(zip(sided, moved))
+    return perms
+
+
+def _pairs(perm: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(i, j)``, each like ``perm``: the sorted positions coupled on each segment, the numbers of
+    ``a``- and ``b``-breakpoints strictly before it (:func:`_merge`'s ``perm``)."""
+    is_a = perm < n
+    before_a = torch.cumsum(is_a, -1) - is_a.long()
+    before_b = torch.arange(n + m, device=perm.device) - before_a
+    # the clamp only touches the last (zero-mass) segment
+    return before_a.clamp_(max=n - 1), before_b.clamp_(max=m - 1)
 
 
 def ot1d(
@@ -132,18 +164,79 @@ def ot1d(
     us, iu = sort(u)
     vs, iv = sort(v)
     a_s, b_s = torch.gather(a, -1, iu), torch.gather(b, -1, iv)
+    ca, cb = torch.cumsum(a_s, -1), torch.cumsum(b_s, -1)
+    sided = a_s.requires_grad or b_s.requires_grad
+    if n == m and _paired(ca, cb):
+        return _paired_value(us, vs, ca, cb, h, sided)
+    breaks = torch.cat([ca, cb], -1)
+    # the weight gradient is the mean of the two one-sided pieces at (near-)ties; the value is the exact one
+    perms = _merge(breaks.detach(), n, ("a_first", "b_first", "none") if sided else ("none",))
 
-    def value(ties: str) -> torch.Tensor:
-        i, j, mass = quantile_coupling(a_s, b_s, ties=ties)
+    def value(perm: torch.Tensor) -> torch.Tensor:
+        i, j = _pairs(perm, n, m)
+        t = torch.gather(breaks, -1, perm)
+        mass = t - torch.cat([torch.zeros_like(t[..., :1]), t[..., :-1]], -1)
         return (mass * h(torch.gather(vs, -1, j) - torch.gather(us, -1, i))).sum(-1)
 
-    if not (a_s.requires_grad or b_s.requires_grad):
-        return value("none")
-    # the weight gradient is the mean of the two one-sided pieces at (near-)ties; the value is the exact one
-    mean = 0.5 * (value("a_first") + value("b_first"))
-    with torch.no_grad():
-        exact = value("none")
+    if not sided:
+        return value(perms["none"])
+    sides = [perms["a_first"]]
+    if not _same(perms["b_first"], sides[0]):  # else no tie moved: both sides are the same piece
+        sides.append(perms["b_first"])
+    one_sided = [value(perm) for perm in sides]
+    mean = 0.5 * (one_sided[0] + one_sided[-1])
+    same = [k for k, perm in enumerate(sides) if _same(perms["none"], perm)]
+    if same:  # the sorted order is one of the sides (exact ties are sorted a first)
+        exact = one_sided[same[0]].detach()
+    else:
+        with torch.no_grad():
+            exact = value(perms["none"])
     return mean + (exact - mean).detach()
+
+
+def _same(p: torch.Tensor, q: torch.Tensor) -> bool:
+    return p is q or torch.equal(p, q)
+
+
+def _paired(ca: torch.Tensor, cb: torch.Tensor) -> bool:
+    """True when ``ca == cb`` exactly (equal sizes, equal weights after sorting, e.g. uniform) and
+    consecutive cumulative weights are further apart than the tie tolerance of
+    :func:`quantile_coupling`, so that its groups of near-equal breakpoints are the pairs
+    ``{ca_k, cb_k}``."""
+    if not torch.equal(ca, cb):
+        return False
+    tol = 2 * (ca.shape[-1] + cb.shape[-1]) * torch.finfo(ca.dtype).eps
+    return bool((torch.diff(ca.detach(), dim=-1) > tol).all())
+
+
+def _paired_value(
+    us: torch.Tensor, vs: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor, h: H, sided: bool
+) -> torch.Tensor:
+    """:func:`ot1d` when :func:`_paired` holds, without the merge: the orders are known.
+
+    The sorted order (``"none"``, exact ties sorted ``a`` first) and ``"a_first"`` are
+    ``ca_0, cb_0, ca_1, cb_1, ...``: the segment ending at ``ca_k`` couples ``(k, k)``, the one
+    ending at ``cb_k`` couples ``(k + 1, k)`` (``k + 1`` clamped to ``n - 1``; its mass is
+    ``cb_k - ca_k = 0``). ``"b_first"`` is ``cb_0, ca_0, cb_1, ...`` with ``(k, k)`` and
+    ``(k, k + 1)``. The same masses, pairs and sums as the general path, so the same value and
+    gradients.
+
+    Args:
+        us, vs: ``(..., n)`` sorted points; ca, cb: ``(..., n)`` their cumulative weights.
+    """
+
+    def value(first: torch.Tensor, second: torch.Tensor, diff_second: torch.Tensor) -> torch.Tensor:
+        t = torch.stack([first, second], -1).flatten(-2)
+        mass = t - torch.cat([torch.zeros_like(t[..., :1]), t[..., :-1]], -1)
+        return (mass * h(torch.stack([diff, diff_second], -1).flatten(-2))).sum(-1)
+
+    diff = vs - us
+    a_first = value(ca, cb, vs - torch.cat([us[..., 1:], us[..., -1:]], -1))
+    if not sided:
+        return a_first
+    b_first = value(cb, ca, torch.cat([vs[..., 1:], vs[..., -1:]], -1) - us)
+    mean = 0.5 * (a_first + b_first)
+    return mean + (a_first.detach() - mean).detach()
 
 
 def quantile_plan(

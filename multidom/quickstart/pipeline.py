@@ -63,12 +63,19 @@ def run_from_config(config: Mapping[str, Any] | None, *, output_dir: str, resume
     KL), whether the targets are met, the printed ``table``, the paths of the SFT and aligned models,
     of the report and of ``metrics.jsonl``, and the wall time of each stage.
     """
+    from multidom.tracking import wandb_scope
+
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with wandb_scope(output_dir):  # one wandb run, offline under output_dir, closed even on Ctrl-C
+        return _run(config, output_dir=output_dir, resume=resume)
+
+
+def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> dict[str, Any]:
     import torch
     from transformers.trainer_utils import get_last_checkpoint
 
     from multidom.config import from_mapping
     from multidom.evaluation import evaluate_models
-    from multidom.tracking import configure_wandb
     from multidom.trainers.online import MultiDomTrainer, OnlineDominanceConfig
     from reward_models import RewardBank
 
@@ -76,7 +83,6 @@ def run_from_config(config: Mapping[str, Any] | None, *, output_dir: str, resume
     cfg = QuickstartConfig.from_mapping(config)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    configure_wandb(out)
     timings: dict[str, float] = {}
     # every user-fixable error (a bad training key, an unknown reward type) surfaces before SFT starts
     training = {**TRAINING_DEFAULTS, **cfg.training, "output_dir": str(out / "align"), "seed": cfg.seed}

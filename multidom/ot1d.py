@@ -215,28 +215,29 @@ def _paired_value(
     """:func:`ot1d` when :func:`_paired` holds, without the merge: the orders are known.
 
     The sorted order (``"none"``, exact ties sorted ``a`` first) and ``"a_first"`` are
-    ``ca_0, cb_0, ca_1, cb_1, ...``: the segment ending at ``ca_k`` couples ``(k, k)``, the one
-    ending at ``cb_k`` couples ``(k + 1, k)`` (``k + 1`` clamped to ``n - 1``; its mass is
-    ``cb_k - ca_k = 0``). ``"b_first"`` is ``cb_0, ca_0, cb_1, ...`` with ``(k, k)`` and
-    ``(k, k + 1)``. The same masses, pairs and sums as the general path, so the same value and
-    gradients.
+    ``ca_0, cb_0, ca_1, cb_1, ...``: the segment ending at ``ca_k`` couples ``(k, k)`` with mass
+    ``ca_k - cb_{k-1}``, the one ending at ``cb_k`` couples ``(k + 1, k)`` (``k + 1`` clamped to
+    ``n - 1``) with mass ``cb_k - ca_k = 0``. ``"b_first"`` is ``cb_0, ca_0, cb_1, ...`` with
+    ``(k, k)``, mass ``cb_k - ca_{k-1}``, and ``(k, k + 1)``, mass ``ca_k - cb_k = 0``. The value is
+    the general path's sum, term for term; the gradient is the mean of the two sides' gradients,
+    where the zero-mass segments give none to the points, so their costs are taken detached.
 
     Args:
         us, vs: ``(..., n)`` sorted points; ca, cb: ``(..., n)`` their cumulative weights.
     """
-
-    def value(first: torch.Tensor, second: torch.Tensor, diff_second: torch.Tensor) -> torch.Tensor:
-        t = torch.stack([first, second], -1).flatten(-2)
-        mass = t - torch.cat([torch.zeros_like(t[..., :1]), t[..., :-1]], -1)
-        return (mass * h(torch.stack([diff, diff_second], -1).flatten(-2))).sum(-1)
-
-    diff = vs - us
-    a_first = value(ca, cb, vs - torch.cat([us[..., 1:], us[..., -1:]], -1))
+    diag = h(vs - us)
+    mass_a = ca - torch.cat([torch.zeros_like(cb[..., :1]), cb[..., :-1]], -1)
+    with torch.no_grad():
+        after_a = h(vs - torch.cat([us[..., 1:], us[..., -1:]], -1))  # segments (k + 1, k)
+        exact = torch.stack([mass_a * diag, (cb - ca) * after_a], -1).flatten(-2).sum(-1)
     if not sided:
-        return a_first
-    b_first = value(cb, ca, torch.cat([vs[..., 1:], vs[..., -1:]], -1) - us)
-    mean = 0.5 * (a_first + b_first)
-    return mean + (a_first.detach() - mean).detach()
+        points_only = (mass_a * diag).sum(-1)
+        return exact + (points_only - points_only.detach())
+    with torch.no_grad():
+        after_b = h(torch.cat([vs[..., 1:], vs[..., -1:]], -1) - us)  # segments (k, k + 1)
+    mass_b = cb - torch.cat([torch.zeros_like(ca[..., :1]), ca[..., :-1]], -1)
+    mean = (0.5 * (mass_a + mass_b) * diag + 0.5 * (cb - ca) * (after_a - after_b)).sum(-1)
+    return exact + (mean - mean.detach())
 
 
 def quantile_plan(

@@ -1,12 +1,12 @@
 """multidom: multi-reward alignment of language models by multivariate stochastic dominance.
 
-DESIGN.md; arXiv 2406.05882 (AOT), arXiv 2406.06425 (multivariate dominance via OT).
+arXiv 2406.05882 (AOT), arXiv 2406.06425 (multivariate dominance via OT). The 1-D solver is
+``multidom.ot1d.ot1d`` (not re-exported here, so the name ``multidom.ot1d`` stays the module).
 """
 from multidom.api import solve, violation, violation_ratio
 from multidom.clouds import ViolationResult
 from multidom.costs import COSTS, Cost, cost_matrix, get_cost
 from multidom.estimators import ESTIMATORS
-from multidom.ot1d import ot1d
 
 __all__ = [
     "COSTS",
@@ -15,7 +15,6 @@ __all__ = [
     "ViolationResult",
     "cost_matrix",
     "get_cost",
-    "ot1d",
     "solve",
     "violation",
     "violation_ratio",

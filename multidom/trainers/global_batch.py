@@ -181,18 +181,9 @@ class GlobalBatchTrainer(Trainer):
         return batches, num_items
 
     def _global_plan(self, batches: list[dict[str, torch.Tensor]]) -> dict[int, _Cached]:
-        model = self.model_wrapped
-        model.train()
-        logps, refs, extras, sizes = [], [], defaultdict(list), []
-        with torch.no_grad():
-            for raw in batches:
-                inputs = self._prepare_inputs(raw)
-                with self.compute_loss_context_manager():
-                    logps.append(sequence_logps(model, inputs, self.n_per_example).float())
-                refs.append(self.reference_logps(inputs).float())
-                for k, v in self._extras(inputs).items():
-                    extras[k].append(v)
-                sizes.append(logps[-1].shape[0])
+        self.model_wrapped.train()
+        logps, refs, extras = self._sequence_scalars(batches)
+        sizes = [lp.shape[0] for lp in logps]
         local_logps, local_ref = torch.cat(logps), torch.cat(refs)
         all_logps, mine = gather_cat(local_logps)
         all_ref, _ = gather_cat(local_ref)
@@ -206,6 +197,20 @@ class GlobalBatchTrainer(Trainer):
         ref = local_ref.split(sizes)
         report = loss.detach() / len(batches)
         return {id(raw): _Cached(g, r, report) for raw, g, r in zip(batches, grad, ref)}
+
+    @torch.no_grad()
+    def _sequence_scalars(self, batches) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, list]]:
+        """Per-sequence policy and reference log-probs (float32) and the objective's extra columns of
+        each batch, without gradient and in the model's current train/eval mode."""
+        logps, refs, extras = [], [], defaultdict(list)
+        for raw in batches:
+            inputs = self._prepare_inputs(raw)
+            with self.compute_loss_context_manager():
+                logps.append(sequence_logps(self.model_wrapped, inputs, self.n_per_example).float())
+            refs.append(self.reference_logps(inputs).float())
+            for k, v in self._extras(inputs).items():
+                extras[k].append(v)
+        return logps, refs, extras
 
     # ---- phase 3: one micro-batch --------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -240,14 +245,7 @@ class GlobalBatchTrainer(Trainer):
         model = self.model_wrapped
         was_training = model.training
         model.eval()
-        logps, refs, extras = [], [], defaultdict(list)
-        for raw in loader:
-            inputs = self._prepare_inputs(raw)
-            with self.compute_loss_context_manager():
-                logps.append(sequence_logps(model, inputs, self.n_per_example).float())
-            refs.append(self.reference_logps(inputs).float())
-            for k, v in self._extras(inputs).items():
-                extras[k].append(v)
+        logps, refs, extras = self._sequence_scalars(loader)
         model.train(was_training)
         all_extras = {k: gather_cat(torch.cat(v))[0] for k, v in extras.items()}
         loss, stats = self.objective(gather_cat(torch.cat(logps))[0], gather_cat(torch.cat(refs))[0], all_extras)

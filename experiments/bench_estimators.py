@@ -8,14 +8,14 @@ clouds ``x ~ N(0.3, I_d)`` (positive) and ``y ~ N(0, I_d)`` in float32, the AOT 
 
 * ``quantile``, ``sliced`` (L = 64), ``exact`` (``ot.emd2``, n <= 1024) via ``multidom.violation``;
   ``quantile`` and ``sliced`` also with gradients to the points only (``... (points only)``: weights
-  that do not require grad, so :func:`multidom.ot1d.ot1d` takes its sort-only path);
+  that do not require grad, so :func:`multidom.core.ot1d.ot1d` takes its sort-only path);
 * ``sinkhorn[builtin|pot|geomloss]``: the three multidom backends (builtin without annealing,
   its default; geomloss annealing ratio 0.9);
 * ``POT sinkhorn2``: ``ot.sinkhorn2(a, b, C, reg, method="sinkhorn_log", stopThr=tol)`` with
   autograd through every iteration, and ``POT solve envelope``: ``ot.solve(C, a, b, reg,
   grad="envelope", tol=tol)`` (same log-domain loop, gradient set at convergence);
 * ``geomloss s=...``: ``SamplesLoss("sinkhorn", p=1, blur=reg, debias=False, scaling=s)`` with
-  the side-tagged cost (multidom.sinkhorn.geomloss_backend) and geomloss's own backward.
+  the side-tagged cost (multidom.core.sinkhorn.geomloss_backend) and geomloss's own backward.
 
 Accuracy is measured, not assumed: for every Sinkhorn-type row, the L1 marginal error of the
 plan it converged to (max of rows and columns) and the relative error of its reported value
@@ -61,9 +61,9 @@ import torch  # noqa: E402
 from geomloss import SamplesLoss  # noqa: E402
 
 import multidom  # noqa: E402
-from multidom.costs import Cost, cost_matrix, get_cost  # noqa: E402
-from multidom.sinkhorn import sinkhorn_estimator  # noqa: E402
-from multidom.sinkhorn.geomloss_backend import tag, tagged_cost  # noqa: E402
+from multidom.core.costs import Cost, cost_matrix, get_cost  # noqa: E402
+from multidom.core.sinkhorn import sinkhorn_estimator  # noqa: E402
+from multidom.core.sinkhorn.geomloss_backend import tag, tagged_cost  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")

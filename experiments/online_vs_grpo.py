@@ -12,7 +12,7 @@ What it runs (same tiny random Llama, prompts, reward bank, KL coefficient, step
 The task (:mod:`multidom.trainers.online_toy`): attributes ``share_a``, ``share_b`` (shares of two token
 classes) and ``brevity``. Reported on held-out prompts (``samples`` completions each, temperature 1):
 each attribute's mean and 10th percentile next to the reference model's, ``eps(policy ≽ reference)``
-(sinkhorn, hinge, ``reg=0.05``) with a prompt-bootstrap 95% interval (:func:`multidom.stats.bootstrap_eps`),
+(sinkhorn, hinge, ``reg=0.05``) with a prompt-bootstrap 95% interval (:func:`multidom.core.stats.bootstrap_eps`),
 the sequence-level KL to the reference (Monte Carlo, ``E_pi[log pi - log pi_ref]``), the median step time
 and, for multidom, the share of the step spent in the dominance estimator (potentials).
 
@@ -48,7 +48,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from multidom.stats import bootstrap_eps  # noqa: E402
+from multidom.core.stats import bootstrap_eps  # noqa: E402
 from multidom.trainers.online import MultiDomTrainer, OnlineDominanceConfig  # noqa: E402
 from multidom.trainers.online_baseline import as_bank, sample_completions  # noqa: E402
 from multidom.trainers.online_toy import build_toy_model, toy_prompts, toy_rewards  # noqa: E402

@@ -3,7 +3,7 @@
 For completions ``y_1..y_n`` (with prompts ``x_1..x_n``) the bank returns ``R`` of shape ``(n, d)`` with
 ``R_ik = s_k * r_k(x_i, y_i)`` (``s_k = -1`` for a lower-is-better model, so every attribute is
 higher-is-better), optionally normalised per attribute against a reference cloud (``zscore`` or ``cdf``;
-both monotone, hence dominance-preserving -- :mod:`reward_models.normalize`).
+both monotone, hence dominance-preserving -- :mod:`multidom.core.normalize`, the one normaliser of multidom).
 
 * Batching: each model sees at most ``batch_size`` texts per call; duplicate (prompt, completion) pairs of a
   call are scored once.
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from reward_models.base import RewardModel, Text, check_batch, slice_columns, text_key, to_float
-from reward_models.normalize import NORMALIZERS, Normalizer
+from multidom.core.normalize import NORMALISATIONS, Normalizer
 from reward_models.registry import create, get_factory
 from reward_models.rules import CallableReward
 
@@ -95,7 +95,7 @@ class RewardBank:
     Args:
         models: reward models, registry names, ``{type: ..., **params}`` specs, or plain TRL reward functions.
         batch_size: most texts per model call.
-        normalize: ``None``, ``"zscore"`` or ``"cdf"``; fitted with :meth:`fit_normalizer` or :meth:`load_stats`.
+        normalisation: ``None``, ``"zscore"`` or ``"cdf"``; fitted with :meth:`fit_normalizer` or :meth:`load_stats`.
         on_error: ``"raise"`` or ``"skip"``, for every model or per model name (``{"relevance": "skip"}``; models
             not named raise). ``"skip"`` masks that attribute on the inputs where the model raised (logged as a
             warning; not cached, so they are retried next call); the other attributes are unaffected.
@@ -111,7 +111,7 @@ class RewardBank:
         models: Sequence[Any],
         *,
         batch_size: int = 64,
-        normalize: str | None = None,
+        normalisation: str | None = None,
         on_error: str | Mapping[str, str] = "raise",
         cache: bool = True,
         cache_size: int = 1_000_000,
@@ -122,16 +122,19 @@ class RewardBank:
             raise ValueError("RewardBank needs a non-empty list of reward models")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"RewardBank: batch_size must be a positive int, got {batch_size!r}")
-        if normalize is not None and normalize not in NORMALIZERS:
-            raise ValueError(f"RewardBank: unknown normalize={normalize!r}; choose None or {', '.join(NORMALIZERS)}")
+        if normalisation == "none":
+            normalisation = None
+        if normalisation is not None and normalisation not in NORMALISATIONS:
+            raise ValueError(f"RewardBank: unknown normalisation={normalisation!r}; choose None or "
+                             f"{', '.join(NORMALISATIONS)}")
         self.models = [_as_model(m, device) for m in models]
         self.names: tuple[str, ...] = tuple(a for m in self.models for a in m.attribute_names)
         dup = sorted({a for a in self.names if self.names.count(a) > 1})
         if dup:
             raise ValueError(f"RewardBank: duplicate attribute names {dup}; give the models distinct name=")
         self._on_error = self._check_on_error(on_error)
-        self.batch_size, self.normalize, self.cache, self.cache_size, self.dtype = (
-            batch_size, normalize, cache, cache_size, dtype,
+        self.batch_size, self.normalisation, self.cache, self.cache_size, self.dtype = (
+            batch_size, normalisation, cache, cache_size, dtype,
         )
         self.sign = torch.tensor(
             [1.0 if m.higher_is_better else -1.0 for m in self.models for _ in m.attribute_names], dtype=torch.float64
@@ -152,7 +155,7 @@ class RewardBank:
         return {n: table.get(n, "raise") for n in names}
 
     def __repr__(self) -> str:
-        return f"RewardBank({list(self.names)}, normalize={self.normalize!r})"
+        return f"RewardBank({list(self.names)}, normalisation={self.normalisation!r})"
 
     # ---------------------------------------------------------------- scoring
     def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> BankScores:
@@ -173,10 +176,10 @@ class RewardBank:
         if any(dropped.values()):
             logger.info("reward bank masked entries per attribute: %s", {k: v for k, v in dropped.items() if v})
         values = raw
-        if self.normalize is not None and normalized:
+        if self.normalisation is not None and normalized:
             if self.normalizer is None:
                 raise RuntimeError(
-                    f"RewardBank(normalize={self.normalize!r}) is not fitted: call fit_normalizer(reference) or "
+                    f"RewardBank(normalisation={self.normalisation!r}) is not fitted: call fit_normalizer(reference) or "
                     "load_stats(path) first, or score with normalized=False"
                 )
             values = self.normalizer(raw)
@@ -267,10 +270,10 @@ class RewardBank:
     def fit_normalizer(self, reference: torch.Tensor | BankScores) -> Normalizer:
         """Fit the bank's normalisation on a reference cloud: ``(m, d)`` oriented raw scores or a ``BankScores``
         (its ``raw``). NaN entries are ignored per attribute."""
-        if self.normalize is None:
-            raise ValueError("RewardBank(normalize=None) has nothing to fit; pass normalize='zscore' or 'cdf'")
+        if self.normalisation is None:
+            raise ValueError("RewardBank(normalisation=None) has nothing to fit; pass normalisation='zscore' or 'cdf'")
         values = reference.raw if isinstance(reference, BankScores) else torch.as_tensor(reference)
-        self.normalizer = Normalizer.fit(self.normalize, values, self.names)
+        self.normalizer = Normalizer.fit(self.normalisation, values, self.names)
         return self.normalizer
 
     def save_stats(self, path: str | Path) -> None:
@@ -282,8 +285,8 @@ class RewardBank:
     def load_stats(self, path: str | Path) -> Normalizer:
         """Read statistics written by :meth:`save_stats`; the method and attribute names must match the bank's."""
         norm = Normalizer.load(path)
-        if norm.method != self.normalize:
-            raise ValueError(f"{path}: statistics for normalize={norm.method!r}, the bank uses {self.normalize!r}")
+        if norm.method != self.normalisation:
+            raise ValueError(f"{path}: statistics for normalisation={norm.method!r}, the bank uses {self.normalisation!r}")
         if norm.names != self.names:
             raise ValueError(f"{path}: statistics for attributes {list(norm.names)}, the bank has {list(self.names)}")
         self.normalizer = norm

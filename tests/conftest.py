@@ -1,5 +1,9 @@
 """Shared test settings: pinned threads (the machine is shared and noisy), offline hubs and wandb."""
 import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared helpers (aot_tiny) for every test folder
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

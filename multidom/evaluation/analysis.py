@@ -9,9 +9,9 @@ bank). The first model is the **reference**.
   difference (prompts resampled jointly, so the pairing is kept).
 * For each estimator (DESIGN.md §2): the matrix ``eps_ij = eps(model_i ≽ model_j)`` with bootstrap
   standard errors and percentile intervals (prompts resampled jointly across models:
-  :func:`multidom.stats.bootstrap_eps`), the absolute test of ``H0: eps_ij >= eps0``
-  (:func:`multidom.stats.absolute_test`) and the relative test's ranking
-  (:func:`multidom.stats.relative_test`, Bonferroni, Borda) -- Nitsure et al. arXiv 2310.07132,
+  :func:`multidom.core.stats.bootstrap_eps`), the absolute test of ``H0: eps_ij >= eps0``
+  (:func:`multidom.core.stats.absolute_test`) and the relative test's ranking
+  (:func:`multidom.core.stats.relative_test`, Bonferroni, Borda) -- Nitsure et al. arXiv 2310.07132,
   Rioux et al. arXiv 2406.06425 §5.
 
 Before the ratios, every attribute is z-scored with the reference model's mean and standard
@@ -137,7 +137,7 @@ def attribute_stats(
 
 
 def _clouds(rewards: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any, dict[str, int], int]:
-    """Clouds for :func:`multidom.stats.bootstrap_eps`: ``(B, G, d)`` each when nothing is masked,
+    """Clouds for :func:`multidom.core.stats.bootstrap_eps`: ``(B, G, d)`` each when nothing is masked,
     else flat valid rows ``(n_m, d)`` with per-model prompt ids; prompts where some model has no
     valid completion are dropped for every model (joint resampling needs the same prompts)."""
     masked = {name: int(torch.isnan(r).any(-1).sum()) for name, r in rewards.items()}

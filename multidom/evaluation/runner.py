@@ -104,7 +104,7 @@ class EvaluateConfig:
         for m in self.models:
             if not isinstance(m, Mapping) or set(m) - {"name", "path"} or "path" not in m:
                 raise ConfigError(f"each model is {{name: ..., path: ...}}, got {m!r}")
-        from multidom.estimators import ESTIMATORS
+        from multidom.core.estimators import ESTIMATORS
 
         for est in [*self.estimators, *self.estimator_options]:
             if est not in ESTIMATORS:

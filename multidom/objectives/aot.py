@@ -16,7 +16,7 @@ differences ``delta``; since the sorted coupling is optimal for both directions 
 exactly ``(1 - ls) D_h(U ≽ V) + ls D_h(V ≽ U)``, which is how it is computed here (so it holds for
 every cost, not only the logistic one).
 
-Departures from the paper: any cost of :mod:`multidom.costs` (the paper uses the logistic one and
+Departures from the paper: any cost of :mod:`multidom.core.costs` (the paper uses the logistic one and
 mentions hinge / least squares); an optional soft sort (NeuralSort, Grover et al., arXiv
 1903.08850) in place of the hard sort; unequal chosen / rejected counts through the quantile
 coupling (the paper assumes equal batch halves).
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from multidom.costs import get_cost
+from multidom.core.costs import get_cost
 
 __all__ = ["aot_unpaired_loss", "aot_paired_loss", "soft_sort", "AOT_LOSSES"]
 
@@ -103,7 +103,7 @@ def aot_unpaired_loss(
     Args:
         chosen_logratios: ``(n,)`` ``log π_θ(y+|x) - log π_ref(y+|x)`` of the desirable sequences.
         rejected_logratios: ``(m,)`` the same for the undesirable sequences (``m`` may differ from ``n``).
-        cost: a name of :data:`multidom.costs.COSTS`; ``logistic`` is TRL's ``aot_unpaired``.
+        cost: a name of :data:`multidom.core.costs.COSTS`; ``logistic`` is TRL's ``aot_unpaired``.
         beta: gain of the logistic cost (paper default 0.01).
         margin: ``m >= 0`` added inside ``h``.
         label_smoothing: ``ls`` in ``[0, 0.5)``; ``(1 - ls) D(U ≽ V) + ls D(V ≽ U)``.

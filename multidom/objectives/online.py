@@ -32,8 +32,8 @@ from typing import Callable
 
 import torch
 
-from multidom.costs import get_cost
-from multidom.estimators import ESTIMATORS, resolve_options
+from multidom.core.costs import get_cost
+from multidom.core.estimators import ESTIMATORS, resolve_options
 
 __all__ = [
     "GROUPINGS",
@@ -212,7 +212,7 @@ def dominance_potentials(
 
     ``D`` is convex and piecewise linear in the weights for ``quantile`` and ``sliced``; at equal cloud
     sizes every cumulative weight ``i/G`` ties with a ``j/M`` and the potentials are not unique.
-    :func:`multidom.ot1d.ot1d` then returns the mean of the two one-sided derivatives (a subgradient in
+    :func:`multidom.core.ot1d.ot1d` then returns the mean of the two one-sided derivatives (a subgradient in
     the middle of the dual set), so one autograd pass at ``w = 1`` is all this needs.
 
     Args:

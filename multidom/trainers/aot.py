@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from multidom.costs import COSTS
+from multidom.core.costs import COSTS
 from multidom.objectives.aot import AOT_LOSSES
 from multidom.trainers.data import PREFERENCE_COLUMNS, UNPAIRED_COLUMNS, check_columns, tokenize_example
 from multidom.trainers.global_batch import GlobalBatchConfig, GlobalBatchTrainer

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
-from multidom.distributed import gather_cat, world
+from multidom.trainers.distributed import gather_cat, world
 from multidom.trainers.data import SequenceCollator, sequence_logps
 
 __all__ = ["GlobalBatchConfig", "GlobalBatchTrainer", "add_log_prob_head"]

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from multidom.costs import COSTS
+from multidom.core.costs import COSTS
 from multidom.objectives.offline import NORMALIZERS, offline_dominance_loss
 from multidom.trainers.data import check_columns, tokenize_example
 from multidom.trainers.global_batch import GlobalBatchConfig, GlobalBatchTrainer

@@ -5,7 +5,7 @@ attributes, and :class:`DominanceReward` -- the single reward function handed to
 (public API only, TRL 1.16) -- turns the reward vectors into potentials:
 
 1. score the local completions, ``(n_local, d)`` (NaN where the bank masked a sample);
-2. gather the reward vectors and baseline points of **all** processes (``multidom.distributed``), so the
+2. gather the reward vectors and baseline points of **all** processes (``multidom.trainers.distributed``), so the
    dominance is measured on the global generation batch; TRL keeps each prompt's ``G`` generations
    consecutive in that order;
 3. normalise against the baseline and compute ``phi = n dD(P ≽ Q)/dw`` per prompt (``(B, G, d)`` vs
@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from trl import GRPOTrainer
 
-from multidom.distributed import gather_cat, world
+from multidom.trainers.distributed import gather_cat, world
 from multidom.objectives.online import dominance_potentials, make_violation, normalise
 from multidom.tracking import JsonlMetrics
 from multidom.trainers.online_baseline import (
@@ -74,7 +74,7 @@ def _comm_device() -> torch.device:
 
 
 def _gather(t: torch.Tensor) -> tuple[torch.Tensor, slice]:
-    """:func:`multidom.distributed.gather_cat` on the collective's device; the result comes back on the CPU."""
+    """:func:`multidom.trainers.distributed.gather_cat` on the collective's device; the result comes back on the CPU."""
     out, local = gather_cat(t.to(_comm_device()))
     return out.cpu(), local
 

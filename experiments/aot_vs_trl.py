@@ -117,7 +117,7 @@ def build(method: str, accumulation: int, a: argparse.Namespace, train: list[dic
 def heldout_ratio(trainer, held: list[dict], tok, reference) -> float:
     """``eps`` of chosen over rejected log-ratios on held-out pairs (hinge, quantile): the same code for every method."""
     import multidom
-    from multidom.trainers.data import SequenceCollator, sequence_logps, tokenize_example
+    from multidom.lm.tokenize import SequenceCollator, sequence_logps, tokenize_example
     from multidom.trainers.global_batch import add_log_prob_head
 
     model = trainer.accelerator.unwrap_model(trainer.model)

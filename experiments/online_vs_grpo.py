@@ -9,7 +9,7 @@ What it runs (same tiny random Llama, prompts, reward bank, KL coefficient, step
 * ``multidom-sinkhorn-no-share_b``: a control trained without the ``share_b`` attribute (does the
   unseen attribute drop?).
 
-The task (:mod:`multidom.trainers.online_toy`): attributes ``share_a``, ``share_b`` (shares of two token
+The task (:mod:`multidom.app.toy`): attributes ``share_a``, ``share_b`` (shares of two token
 classes) and ``brevity``. Reported on held-out prompts (``samples`` completions each, temperature 1):
 each attribute's mean and 10th percentile next to the reference model's, ``eps(policy ≽ reference)``
 (sinkhorn, hinge, ``reg=0.05``) with a prompt-bootstrap 95% interval (:func:`multidom.core.stats.bootstrap_eps`),
@@ -51,7 +51,7 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 from multidom.core.stats import bootstrap_eps  # noqa: E402
 from multidom.trainers.online import MultiDomTrainer, OnlineDominanceConfig  # noqa: E402
 from multidom.trainers.online_baseline import as_bank, sample_completions  # noqa: E402
-from multidom.trainers.online_toy import build_toy_model, toy_prompts, toy_rewards  # noqa: E402
+from multidom.app.toy import build_toy_model, toy_prompts, toy_rewards  # noqa: E402
 
 ATTRS = ("share_a", "share_b", "brevity")
 COMMON = dict(per_device_train_batch_size=64, num_generations=8, max_completion_length=8, learning_rate=1e-2,

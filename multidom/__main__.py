@@ -1,7 +1,7 @@
 """``python -m multidom ...`` (and ``accelerate launch -m multidom train --config ...``): the CLI."""
 import sys
 
-from multidom.cli import main
+from multidom.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

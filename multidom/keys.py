@@ -33,6 +33,7 @@ RENAMED: dict[str, str] = {
     "training.rewards": "rewards (top level)",
     "training.attribute_names": "rewards (top level; names come from the bank or data.reward_columns)",
     "top-level.peft": "model.peft",
+    "quickstart.model": "tiny_lm (the quickstart builds its own model; model: is a ModelSpec elsewhere)",
     "data.reward_models": "rewards (top level)",
     "evaluation.estimator_options": "dominance (a list of specs, one per estimator)",
     "evaluation.normalize": "dominance.normalisation",

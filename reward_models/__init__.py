@@ -6,10 +6,10 @@
 
 The built-in models register themselves when their modules are imported (below).
 """
+from multidom.core.normalize import Normalizer
 from reward_models import hf, lexicon, relevance, rules  # noqa: F401  (registers the built-ins)
 from reward_models.bank import BankScores, RewardBank
 from reward_models.base import HeadView, RewardModel
-from multidom.core.normalize import Normalizer
 from reward_models.registry import ENTRY_POINT_GROUP, available, create, get_factory, plugin_errors, register
 
 __all__ = [

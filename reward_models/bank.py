@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from reward_models.base import RewardModel, Text, check_batch, slice_columns, text_key, to_float
 from multidom.core.normalize import NORMALISATIONS, Normalizer
+from reward_models.base import RewardModel, Text, check_batch, slice_columns, text_key, to_float
 from reward_models.registry import create, get_factory
 from reward_models.rules import CallableReward
 

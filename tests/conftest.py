@@ -15,3 +15,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_lms(tmp_path_factory) -> dict[str, Path]:
+    """Two saved random tiny chat models (tests/lm_tiny.py): ``ref`` and ``other``."""
+    from lm_tiny import save_tiny_lm
+
+    root = tmp_path_factory.mktemp("lms")
+    return {"ref": save_tiny_lm(root / "ref", seed=0), "other": save_tiny_lm(root / "other", seed=1)}

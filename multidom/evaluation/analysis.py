@@ -14,9 +14,11 @@ bank). The first model is the **reference**.
   (:func:`multidom.core.stats.relative_test`, Bonferroni, Borda) -- Nitsure et al. arXiv 2310.07132,
   Rioux et al. arXiv 2406.06425 §5.
 
-Before the ratios, every attribute is z-scored with the reference model's mean and standard
-deviation (``normalize="zscore"``), one increasing affine map per attribute shared by all models:
-it leaves the dominance relation unchanged and lets one cost fit every attribute (DESIGN.md §3.2).
+Each comparison is defined by a :class:`~multidom.core.spec.DominanceSpec` (one per estimator
+reported). Before the ratios, every attribute is normalised with the spec's normalisation fitted on the
+reference model's cloud (:mod:`multidom.core.normalize`, z-score by default): one increasing map per
+attribute shared by all models, so the dominance relation is unchanged and one cost fits every
+attribute (DESIGN.md §3.2).
 """
 from __future__ import annotations
 
@@ -25,31 +27,46 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from multidom import stats
+from multidom.core import stats
+from multidom.core.normalize import Normalizer
+from multidom.core.spec import DominanceSpec
 
-__all__ = ["EvaluationResult", "evaluate", "attribute_stats", "NORMALIZERS", "EVAL_SOLVER_DEFAULTS"]
+__all__ = ["EvaluationResult", "evaluate", "attribute_stats", "EVAL_SPECS", "eval_specs"]
+
+#: The specs evaluation reports by default (a bare estimator name in a config means its entry here).
+#: A bootstrap solves ``n_boot`` problems and eps needs three or four digits, not the 1e-6 marginals of
+#: a training gradient: at B = 100 prompts x G = 8, d = 4 (float32, one thread) sinkhorn ``tol=1e-3``
+#: took 0.25 s per replicate against 1.9 s at the solver's default 1e-6, eps equal to 5 digits.
+EVAL_SPECS: dict[str, DominanceSpec] = {
+    "quantile": DominanceSpec(estimator="quantile", cost="hinge"),
+    "sliced": DominanceSpec(estimator="sliced", cost="hinge"),
+    "sinkhorn": DominanceSpec(estimator="sinkhorn", cost="hinge", options={"tol": 1e-3, "max_iter": 500}),
+    "exact": DominanceSpec(estimator="exact", cost="hinge"),
+}
 
 
-def _zscore(reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(shift (d,), scale (d,))`` from the reference's valid values ``(n, d)``; scale 1 if constant."""
-    mean = torch.nanmean(reference, 0)
-    std = torch.sqrt(torch.nanmean((reference - mean) ** 2, 0))
-    return mean, torch.where(std > 1e-12, std, torch.ones_like(std))
-
-
-def _identity(reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    d = reference.shape[-1]
-    return torch.zeros(d, dtype=reference.dtype), torch.ones(d, dtype=reference.dtype)
-
-
-#: ``normalize`` option -> fit of ``(shift, scale)`` on the reference cloud ``(n, d)``.
-NORMALIZERS = {"zscore": _zscore, "none": _identity}
-
-#: Solver settings of the evaluation, under the caller's ``estimator_options``. A bootstrap solves
-#: ``n_boot`` problems and eps needs three or four digits, not the 1e-6 marginals of a training
-#: gradient: at B = 100 prompts x G = 8, d = 4 (float32, one thread) ``tol=1e-3`` took 0.25 s per
-#: replicate against 1.9 s at the solver's default 1e-6, with eps equal to 5 digits (0.31133).
-EVAL_SOLVER_DEFAULTS: dict[str, dict[str, Any]] = {"sinkhorn": {"tol": 1e-3, "max_iter": 500}}
+def eval_specs(value: Any) -> list[DominanceSpec]:
+    """Specs from a config value: a spec mapping, an estimator name (its :data:`EVAL_SPECS` entry), or a
+    list of those; estimators must be distinct (results are keyed by estimator)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    specs = []
+    for i, item in enumerate(items):
+        where = f"dominance[{i}]" if isinstance(value, (list, tuple)) else "dominance"
+        if isinstance(item, str):
+            if item not in EVAL_SPECS:
+                DominanceSpec(estimator=item)  # the unknown-estimator message with its suggestion
+            specs.append(EVAL_SPECS[item])
+        else:
+            base = EVAL_SPECS.get(item.get("estimator", "quantile"), EVAL_SPECS["quantile"]) \
+                if isinstance(item, Mapping) else None
+            defaults = {k: v for k, v in base.to_dict().items() if k != "options"} if base else {}
+            specs.append(DominanceSpec.from_mapping(item, where, **defaults))
+    if not specs:
+        raise ValueError("dominance: choose at least one estimator")
+    names = [s.estimator for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dominance: each estimator at most once (results are keyed by it), got {names}")
+    return specs
 
 
 @dataclass
@@ -159,15 +176,12 @@ def evaluate(
     rewards: Mapping[str, torch.Tensor],
     attributes: Sequence[str],
     *,
-    estimators: Sequence[str] = ("quantile",),
+    specs: Sequence[DominanceSpec] = (EVAL_SPECS["quantile"],),
     eps0: float = 0.4,
     alpha: float = 0.05,
     level: float = 0.9,
     n_boot: int = 200,
     seed: int = 0,
-    normalize: str = "zscore",
-    violation_options: Mapping[str, Any] | None = None,
-    estimator_options: Mapping[str, Mapping[str, Any]] | None = None,
     kl: Mapping[str, Mapping[str, float]] | None = None,
 ) -> EvaluationResult:
     """Compare ``k >= 2`` models by their reward clouds (module docstring).
@@ -176,39 +190,32 @@ def evaluate(
         rewards: ``{model: (B, G, d)}``, same prompts in the same order for every model; the
             first model is the reference. NaN marks masked scores.
         attributes: ``d`` attribute names.
-        estimators: names understood by :func:`multidom.violation_ratio`.
+        specs: one :class:`DominanceSpec` per estimator reported (:func:`eval_specs`).
         eps0, alpha: absolute test threshold and level; ``alpha`` is also the relative test's
             family-wise level.
         level: coverage of the bootstrap percentile intervals (0.9: a 90% interval).
         n_boot, seed: bootstrap replicates and their seed.
-        normalize: ``"zscore"`` (against the reference) or ``"none"``.
-        violation_options: keyword arguments for every estimator (``cost``, ``margin``, ``beta``...).
-        estimator_options: per-estimator extra keywords, e.g. ``{"sinkhorn": {"reg": 0.05}}``.
         kl: ``{model: {"kl": ..., "kl_se": ...}}`` computed elsewhere (generation), copied in.
     """
     rewards = _check_rewards(rewards, attributes)
-    if normalize not in NORMALIZERS:
-        raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(NORMALIZERS)}")
-    if not estimators:
-        raise ValueError("choose at least one estimator")
+    specs = eval_specs(list(specs))
     names = list(rewards)
     B, G, _ = rewards[names[0]].shape
-    shift, scale = NORMALIZERS[normalize](rewards[names[0]].reshape(-1, len(attributes)))
-    scaled = {n: ((r - shift) / scale).float() for n, r in rewards.items()}  # float32: the solvers' speed
-    points, groups, masked, dropped = _clouds(scaled)
     dominance: dict[str, dict[str, Any]] = {}
-    for est in estimators:
-        options = {**EVAL_SOLVER_DEFAULTS.get(est, {}), **(violation_options or {}),
-                   **((estimator_options or {}).get(est, {}))}
-        if est == "sliced":
+    for spec in specs:
+        norm = Normalizer.fit(spec.normalisation, rewards[names[0]].reshape(-1, len(attributes)), attributes)
+        scaled = {n: norm(r).float() for n, r in rewards.items()}  # float32: the solvers' speed
+        points, groups, masked, dropped = _clouds(scaled)
+        options = dict(spec.options)
+        if spec.estimator == "sliced":
             options.setdefault("seed", seed)  # the same directions for every pair and replicate
-        boot = stats.bootstrap_eps(points, groups, n_boot=n_boot, level=level, boot_seed=seed, estimator=est,
-                                   **options)
+        boot = stats.bootstrap_eps(points, groups, n_boot=n_boot, level=level, boot_seed=seed,
+                                   **spec.violation_kwargs(**options))
         absolute = stats.absolute_test(boot.eps, boot.se, eps0=eps0, alpha=alpha)
         relative = stats.relative_test(boot, alpha=alpha)
-        dominance[est] = {
+        dominance[spec.estimator] = {
             "eps": boot.eps.tolist(), "se": boot.se.tolist(), "low": boot.low.tolist(), "high": boot.high.tolist(),
-            "options": {k: v for k, v in options.items()},
+            "spec": spec.to_dict(),
             "absolute": {"eps0": eps0, "alpha": alpha, "upper": absolute.upper.tolist(),
                          "reject": absolute.reject.tolist(), "p_value": absolute.p_value.tolist()},
             "relative": {"eps": relative.eps.tolist(), "se": relative.se.tolist(),
@@ -220,8 +227,7 @@ def evaluate(
         models=names, attributes=list(attributes), n_prompts=B, G=G,
         stats=attribute_stats(rewards, attributes, n_boot=n_boot, seed=seed),
         dominance=dominance, kl={k: dict(v) for k, v in (kl or {}).items()},
-        settings={"estimators": list(estimators), "eps0": eps0, "alpha": alpha, "level": level,
-                  "n_boot": n_boot, "seed": seed, "normalize": normalize,
-                  "violation_options": dict(violation_options or {})},
+        settings={"dominance": [s.to_dict() for s in specs], "eps0": eps0, "alpha": alpha, "level": level,
+                  "n_boot": n_boot, "seed": seed},
         masked=masked, dropped_prompts=dropped,
     )

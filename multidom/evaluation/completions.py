@@ -54,7 +54,7 @@ def load_prompts(spec: Any) -> list[Any]:
         return read_prompts(spec)
     if not isinstance(spec, dict) or "path" not in spec:
         raise ValueError("prompts must be a list, a file, or a mapping {path, split, column, limit}")
-    from multidom.config import check_keys
+    from multidom.app.config import check_keys
 
     check_keys(spec, _DATASET_KEYS, "prompts")
     import datasets

@@ -82,7 +82,7 @@ def _blocks(result: EvaluationResult, figures: Mapping[str, str]) -> list[Block]
         ("p", f"{len(models)} models ({', '.join(models)}; reference: {ref}), {result.n_prompts} prompts x "
               f"G = {result.G} completions, {len(result.attributes)} attributes ({', '.join(result.attributes)}). "
               f"eps(i ≽ j) = D(i, j) / (D(i, j) + D(j, i)): 0 means i dominates j, 1/2 a tie "
-              f"(arXiv 2406.06425). Attributes normalised with '{s.get('normalize')}' against the reference; "
+              f"(arXiv 2406.06425). Attributes normalised as each estimator's spec says, against the reference; "
               f"{s.get('n_boot')} bootstrap replicates over prompts (joint across models), "
               f"{100 * s.get('level', 0.9):.0f}% percentile intervals."),
     ]
@@ -104,7 +104,7 @@ def _blocks(result: EvaluationResult, figures: Mapping[str, str]) -> list[Block]
     for est, d in result.dominance.items():
         a = d["absolute"]
         blocks += [("h2", f"Dominance: {est} estimator"),
-                   ("p", f"eps(row ≽ column) with {100 * s.get('level', 0.9):.0f}% interval; options {d['options']}."),
+                   ("p", f"eps(row ≽ column) with {100 * s.get('level', 0.9):.0f}% interval; spec {d['spec']}."),
                    ("table", (["i \\ j", *models], [[mi, *[_ci(d, i, j) for j in range(len(models))]]
                                                      for i, mi in enumerate(models)]))]
         rows = [[mi, mj, d["eps"][i][j], d["se"][i][j], a["upper"][i][j], bool(a["reject"][i][j])]
@@ -183,21 +183,22 @@ def write_report(
 
 def summary_table(result: EvaluationResult, estimator: str | None = None) -> str:
     """A short plain-text table for the terminal: per attribute mean and q10 of every model, the
-    eps of each model over the reference with its interval, and the KL."""
+    eps of each model over the reference with its interval for every estimator (or only
+    ``estimator``), and the KL."""
     models, ref = result.models, result.models[0]
-    est = estimator or next(iter(result.dominance))
     width = max(len(a) for a in result.attributes + ["attribute"])
     lines = [f"{'attribute':<{width}}  " + "  ".join(f"{m[:14]:>14} mean {m[:14]:>14} q10" for m in models)]
     for a in result.attributes:
         lines.append(f"{a:<{width}}  " + "  ".join(
             f"{result.stats[m][a]['mean']:>19.3f} {result.stats[m][a]['q10']:>18.3f}" for m in models))
-    d = result.dominance[est]
     level = 100 * result.settings.get("level", 0.9)
-    for i, m in enumerate(models[1:], start=1):
-        line = f"eps({m} ≽ {ref}) [{est}] = {_ci(d, i, 0)} ({level:.0f}% interval)"
+    for est in ([estimator] if estimator else list(result.dominance)):  # every estimator unless one is asked for
+        d = result.dominance[est]
+        for i, m in enumerate(models[1:], start=1):
+            lines.append(f"eps({m} ≽ {ref}) [{est}] = {_ci(d, i, 0)} ({level:.0f}% interval)")
+    for m in models[1:]:
         if m in result.kl:
-            line += f"; KL = {result.kl[m]['kl']:.4f} ± {result.kl[m]['kl_se']:.4f}"
-        lines.append(line)
+            lines.append(f"KL({m} || {ref}) = {result.kl[m]['kl']:.4f} ± {result.kl[m]['kl_se']:.4f} nats per completion")
     return "\n".join(lines) + "\n"
 
 
@@ -224,11 +225,11 @@ def log_to_wandb(
     project: str = "multidom", run_name: str | None = None,
 ) -> str | None:
     """Log the metrics, the figures and ``report.json`` (as an artifact) to wandb; offline unless a key
-    is configured (:func:`multidom.tracking.configure_wandb`). Logs into an active run when there is
+    is configured (:func:`multidom.trainers.tracking.configure_wandb`). Logs into an active run when there is
     one (e.g. at the end of training), else opens and closes its own. Returns the run directory."""
     import wandb
 
-    from multidom.tracking import configure_wandb
+    from multidom.trainers.tracking import configure_wandb
 
     configure_wandb(output_dir)
     own = wandb.run is None

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 from multidom.keys import check_keys
 
 __all__ = ["ModelSpec", "DTYPES", "load_model", "load_tokenizer", "load_model_and_tokenizer", "lora_config",
-           "looks_local"]
+           "looks_local", "hub_reachable"]
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -95,22 +95,27 @@ def _hub_offline() -> bool:
 def _from_pretrained(loader: Any, path: str, what: str, **kwargs: Any) -> Any:
     """``loader.from_pretrained`` with one-line errors; a hub id fails fast when the hub is unreachable."""
     local = Path(path).expanduser()
-    if not local.exists() and not _hub_offline() and not _hub_reachable():
+    if not local.exists() and not hub_reachable():
         raise FileNotFoundError(f"cannot load {what} {path!r}: it is not a local folder and the Hugging Face hub "
-                                "is unreachable; download it once and pass its local path")
+                                f"is unreachable; {OFFLINE_HINT}")
     try:
         return loader.from_pretrained(str(local) if local.exists() else path, **kwargs)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "" if local.exists() else " (without the hub, download it once and pass its local path)"
+        hint = "" if local.exists() else f" ({OFFLINE_HINT})"
         raise FileNotFoundError(f"cannot load {what} {path!r}: {first}{hint}") from None
 
 
 _REACHABLE: dict[str, bool] = {}
+OFFLINE_HINT = "download it once and pass its local path (or set HF_HUB_OFFLINE=1 to use your Hugging Face cache)"
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the hub endpoint (cached per process) instead of a minute of retries."""
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a hub id may be fetched: True under ``HF_HUB_OFFLINE=1`` (the libraries then read only their
+    cache, at once); otherwise one quick TCP connect to the hub endpoint (cached per process) instead of a
+    minute of retries."""
+    if _hub_offline():
+        return True
     import socket
     from urllib.parse import urlparse
 

@@ -10,6 +10,11 @@ dominance, computed exactly by sorting (the monotone coupling is optimal for eve
 * **paired** (paper eq. 8): ``z_i = log π_θ(y_i+|x_i) - log π_θ(y_i-|x_i)``, ``z_i^ref`` the same
   under ``π_ref``; loss ``D_h(Z ≽ Z_ref)`` (both vectors sorted independently).
 
+``beta`` keeps TRL's meaning (the DPO temperature): the compared scalars are the implicit rewards
+``beta * logratio``, and the violation cost ``h`` of the :class:`~multidom.core.spec.DominanceSpec`
+(default :data:`AOT_SPEC`: logistic with gain 1, i.e. ``-logsigmoid(beta (u - v))`` as in TRL) is
+applied to their sorted differences.
+
 Label smoothing follows TRL's ``DPOTrainer`` (``loss_type="aot"`` / ``"aot_unpaired"``):
 ``(1 - ls) * (-logsigmoid(beta delta)) + ls * (-logsigmoid(-beta delta))`` on the sorted
 differences ``delta``; since the sorted coupling is optimal for both directions in 1-D this is
@@ -17,7 +22,7 @@ exactly ``(1 - ls) D_h(U ≽ V) + ls D_h(V ≽ U)``, which is how it is computed
 every cost, not only the logistic one).
 
 Departures from the paper: any cost of :mod:`multidom.core.costs` (the paper uses the logistic one and
-mentions hinge / least squares); an optional soft sort (NeuralSort, Grover et al., arXiv
+mentions hinge / least squares), applied to ``beta * logratio``; an optional soft sort (NeuralSort, Grover et al., arXiv
 1903.08850) in place of the hard sort; unequal chosen / rejected counts through the quantile
 coupling (the paper assumes equal batch halves).
 """
@@ -26,8 +31,12 @@ from __future__ import annotations
 import torch
 
 from multidom.core.costs import get_cost
+from multidom.core.spec import DominanceSpec
 
-__all__ = ["aot_unpaired_loss", "aot_paired_loss", "soft_sort", "AOT_LOSSES"]
+__all__ = ["AOT_SPEC", "aot_unpaired_loss", "aot_paired_loss", "soft_sort", "AOT_LOSSES"]
+
+#: The paper's (and TRL's) cost: logistic, gain 1 on ``beta * logratio``, exact 1-D sorting, no normalisation.
+AOT_SPEC = DominanceSpec(estimator="quantile", cost="logistic", normalisation="none")
 
 
 def soft_sort(x: torch.Tensor, tau: float) -> torch.Tensor:
@@ -59,30 +68,33 @@ def _check_scalars(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
+def _check_beta(beta: float) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < float("inf"):
+        raise ValueError(f"beta (the DPO temperature) must be a finite number > 0, got {beta!r}")
+    return float(beta)
+
+
 def _dominance(
     u: torch.Tensor,
     v: torch.Tensor,
-    cost: str,
-    beta: float,
-    margin: float,
+    spec: DominanceSpec,
     label_smoothing: float,
     soft_sort_tau: float | None,
 ) -> torch.Tensor:
     """``(1 - ls) D_h(U ≽ V) + ls D_h(V ≽ U)`` for ``u: (n,)``, ``v: (m,)``; returns a 0-dim tensor."""
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must lie in [0, 0.5), got {label_smoothing}")
-    bound = get_cost(cost, beta=beta, margin=margin)
+    if spec.normalisation != "none":
+        raise ValueError("AOT compares implicit rewards beta * logratio: dominance.normalisation must be 'none'")
     if soft_sort_tau is not None:
         if u.shape != v.shape:
             raise ValueError(f"soft sort needs as many chosen as rejected scalars, got {u.shape[0]} and {v.shape[0]}")
+        bound = get_cost(spec.cost, gain=spec.cost_gain, margin=spec.margin)
         us, vs = soft_sort(u, soft_sort_tau), soft_sort(v, soft_sort_tau)
         forward, backward = bound.h(vs - us).mean(), bound.h(us - vs).mean()
     else:
-        import multidom
-
-        kw = dict(estimator="quantile", cost=bound.name, beta=bound.beta, margin=bound.margin)
-        forward = multidom.violation(u[:, None], v[:, None], **kw)
-        backward = multidom.violation(v[:, None], u[:, None], **kw) if label_smoothing else forward.new_zeros(())
+        forward = spec.violation(u[:, None], v[:, None])
+        backward = spec.violation(v[:, None], u[:, None]) if label_smoothing else forward.new_zeros(())
     if label_smoothing == 0.0:
         return forward
     return (1.0 - label_smoothing) * forward + label_smoothing * backward
@@ -92,9 +104,8 @@ def aot_unpaired_loss(
     chosen_logratios: torch.Tensor,
     rejected_logratios: torch.Tensor,
     *,
-    cost: str = "logistic",
     beta: float = 0.01,
-    margin: float = 0.0,
+    spec: DominanceSpec = AOT_SPEC,
     label_smoothing: float = 0.0,
     soft_sort_tau: float | None = None,
 ) -> torch.Tensor:
@@ -103,9 +114,9 @@ def aot_unpaired_loss(
     Args:
         chosen_logratios: ``(n,)`` ``log π_θ(y+|x) - log π_ref(y+|x)`` of the desirable sequences.
         rejected_logratios: ``(m,)`` the same for the undesirable sequences (``m`` may differ from ``n``).
-        cost: a name of :data:`multidom.core.costs.COSTS`; ``logistic`` is TRL's ``aot_unpaired``.
-        beta: gain of the logistic cost (paper default 0.01).
-        margin: ``m >= 0`` added inside ``h``.
+        beta: the DPO temperature: the implicit rewards ``beta * logratio`` are compared (paper
+            default 0.01).
+        spec: the violation (cost, gain, margin, estimator); :data:`AOT_SPEC` is TRL's ``aot_unpaired``.
         label_smoothing: ``ls`` in ``[0, 0.5)``; ``(1 - ls) D(U ≽ V) + ls D(V ≽ U)``.
         soft_sort_tau: temperature of the NeuralSort relaxation, or ``None`` for the exact sort.
     Returns:
@@ -114,16 +125,16 @@ def aot_unpaired_loss(
     """
     u = _check_scalars(chosen_logratios, "chosen_logratios")
     v = _check_scalars(rejected_logratios, "rejected_logratios")
-    return _dominance(u, v, cost, beta, margin, label_smoothing, soft_sort_tau)
+    beta = _check_beta(beta)
+    return _dominance(beta * u, beta * v, spec, label_smoothing, soft_sort_tau)
 
 
 def aot_paired_loss(
     policy_margins: torch.Tensor,
     reference_margins: torch.Tensor,
     *,
-    cost: str = "logistic",
     beta: float = 0.01,
-    margin: float = 0.0,
+    spec: DominanceSpec = AOT_SPEC,
     label_smoothing: float = 0.0,
     soft_sort_tau: float | None = None,
 ) -> torch.Tensor:
@@ -132,7 +143,7 @@ def aot_paired_loss(
     Args:
         policy_margins: ``(n,)`` ``z_i = log π_θ(y_i+|x_i) - log π_θ(y_i-|x_i)``.
         reference_margins: ``(n,)`` ``z_i^ref``, the same under the reference (no gradient needed).
-        cost, beta, margin, label_smoothing, soft_sort_tau: as in :func:`aot_unpaired_loss`.
+        beta, spec, label_smoothing, soft_sort_tau: as in :func:`aot_unpaired_loss`.
     Returns:
         0-dim loss; logistic, ``ls = 0``: ``mean_i -logsigmoid(beta * (z_(i) - z^ref_(i)))``.
     """
@@ -140,7 +151,8 @@ def aot_paired_loss(
     z_ref = _check_scalars(reference_margins, "reference_margins")
     if z.shape != z_ref.shape:
         raise ValueError(f"paired AOT needs as many policy as reference margins, got {z.shape[0]} and {z_ref.shape[0]}")
-    return _dominance(z, z_ref, cost, beta, margin, label_smoothing, soft_sort_tau)
+    beta = _check_beta(beta)
+    return _dominance(beta * z, beta * z_ref, spec, label_smoothing, soft_sort_tau)
 
 
 AOT_LOSSES = {"unpaired": aot_unpaired_loss, "paired": aot_paired_loss}

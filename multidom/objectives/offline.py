@@ -3,59 +3,46 @@
 Data: ``B`` prompts, each with ``K >= 2`` candidate responses and a reward vector ``r_ik in R^d``
 per response. The policy's distribution over the candidates of prompt ``i`` is
 ``w_ik = softmax_k(beta * logratio_ik)`` (for ``K = 2`` this is DPO's sigmoid,
-``w_i1 = sigmoid(beta (logratio_i1 - logratio_i2))``, Rafailov et al. arXiv 2305.18290). The
-**positive** cloud holds every candidate's reward vector with weight ``w_ik / B``; the
-**negative** cloud holds the same points with the reference's uniform weights ``1 / (B K)``.
-The loss is ``D(P_θ ≽ Q)`` (Rioux et al., arXiv 2406.06425) with any estimator of
-:func:`multidom.violation`; the gradient reaches the policy through the weights (the weight
-gradient of ``D`` is the Kantorovich potential of each candidate, DESIGN.md §2).
+``w_i1 = sigmoid(beta (logratio_i1 - logratio_i2))``, Rafailov et al. arXiv 2305.18290; ``beta`` keeps
+TRL's meaning, the DPO temperature). The **positive** cloud holds every candidate's reward vector with
+weight ``w_ik / B``; the **negative** cloud holds the same points with the reference's uniform weights
+``1 / (B K)``. The loss is ``D(P_θ ≽ Q)`` (Rioux et al., arXiv 2406.06425) as defined by the
+:class:`~multidom.core.spec.DominanceSpec`; the gradient reaches the policy through the weights (the
+weight gradient of ``D`` is the Kantorovich potential of each candidate, DESIGN.md §2).
 
-``beta`` plays the role of the KL strength: as ``beta -> 0`` the policy weights stay uniform
-(the reference), as ``beta`` grows small log-ratio changes move a lot of mass.
+As ``beta -> 0`` the policy weights stay uniform (the reference); as ``beta`` grows small log-ratio
+changes move a lot of mass.
 
 Departures: not in either paper as such; it combines DPO's implicit candidate distribution with
-the multivariate violation of arXiv 2406.06425. Attributes are z-scored on the batch's points
-(uniform weights) by default so that one cost and one ``beta`` fit all attributes; a constant
-attribute (zero spread) is left centred but unscaled.
+the multivariate violation of arXiv 2406.06425. Attributes are normalised (``spec.normalisation``,
+z-score by default) on the negative cloud -- the batch's points with uniform weights -- so that one
+cost fits all attributes.
 
 At the start of training the policy equals the reference, so both clouds coincide: a kink of the
 unregularised violation as a function of the weights (the library returns the mean of the one-sided
-derivatives there; tests/test_offline.py checks that it points to the dominating candidates).
-``sinkhorn`` (smooth in the weights) is the default.
+derivatives there; tests/objectives/test_offline.py checks that it points to the dominating
+candidates). ``sinkhorn`` (smooth in the weights) is the default estimator (:data:`OFFLINE_SPEC`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-__all__ = ["candidate_weights", "normalize_rewards", "offline_dominance_loss", "NORMALIZERS"]
+from multidom.core.normalize import normalise_pair
+from multidom.core.spec import DominanceSpec
+
+__all__ = ["OFFLINE_SPEC", "candidate_weights", "offline_dominance_loss"]
+
+#: Default spec of the offline objective: entropic OT with the logistic cost on z-scored rewards.
+OFFLINE_SPEC = DominanceSpec(estimator="sinkhorn", cost="logistic", normalisation="zscore")
 
 
 def candidate_weights(logratios: torch.Tensor, beta: float) -> torch.Tensor:
     """``w_ik = softmax_k(beta * logratio_ik)``; ``logratios: (B, K)`` -> ``(B, K)``, rows sum to one."""
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+        raise ValueError(f"beta must be a number > 0, got {beta!r}")
     return torch.softmax(beta * logratios, dim=-1)
-
-
-def _zscore(points: torch.Tensor) -> torch.Tensor:
-    mean = points.mean(0, keepdim=True)
-    std = points.std(0, unbiased=False, keepdim=True)
-    return (points - mean) / torch.where(std > 0, std, torch.ones_like(std))
-
-
-NORMALIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "zscore": _zscore,
-    "none": lambda points: points,
-}
-
-
-def normalize_rewards(points: torch.Tensor, how: str) -> torch.Tensor:
-    """Normalise ``points: (n, d)`` attribute by attribute with :data:`NORMALIZERS[how]`."""
-    if how not in NORMALIZERS:
-        raise ValueError(f"unknown reward normalisation {how!r}; valid: {', '.join(NORMALIZERS)}")
-    return NORMALIZERS[how](points)
 
 
 def offline_dominance_loss(
@@ -63,30 +50,22 @@ def offline_dominance_loss(
     rewards: torch.Tensor,
     *,
     beta: float = 1.0,
-    estimator: str = "sinkhorn",
-    cost: str = "logistic",
-    cost_beta: float = 1.0,
-    margin: float = 0.0,
-    normalize: str = "zscore",
-    **estimator_options: Any,
+    spec: DominanceSpec = OFFLINE_SPEC,
+    **option_overrides: Any,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``D(P_θ ≽ Q)`` for candidates weighted by the policy versus the reference (DESIGN.md §3.3).
 
     Args:
         logratios: ``(B, K)`` ``log π_θ(y_ik|x_i) - log π_ref(y_ik|x_i)``, ``K >= 2``.
         rewards: ``(B, K, d)`` reward vectors, higher is better on every attribute.
-        beta: softmax gain of the candidate weights (the KL strength, see module doc).
-        estimator: ``sinkhorn`` (default) | ``quantile`` | ``sliced`` | ``exact`` (:func:`multidom.violation`).
-        cost, cost_beta, margin: the violation cost ``h`` and its gain / margin.
-        normalize: ``zscore`` (default) or ``none``, applied to the ``B K`` points (no gradient).
-        estimator_options: forwarded to :func:`multidom.violation` (``reg``, ``n_directions``, ...).
+        beta: softmax gain of the candidate weights (the DPO temperature, see module doc).
+        spec: the violation (estimator, cost, gain, margin, options, normalisation).
+        option_overrides: per-call estimator options (e.g. the sliced ``seed`` of this step).
     Returns:
         ``(loss, stats)``: the 0-dim violation, and detached ``stats`` with ``kl`` (mean over
-        prompts of ``KL(w_i || uniform)``), ``violation_ratio`` (``D(P≽Q) / (D(P≽Q) + D(Q≽P))``)
+        prompts of ``KL(w_i || uniform)``), ``eps`` (``D(P≽Q) / (D(P≽Q) + D(Q≽P))``)
         and ``policy_reward_mean`` ``(d,)`` (the policy-weighted mean of the raw rewards).
     """
-    import multidom
-
     if logratios.dim() != 2:
         raise ValueError(f"logratios must have shape (B, K), got {tuple(logratios.shape)}")
     batch, k = logratios.shape
@@ -97,13 +76,14 @@ def offline_dominance_loss(
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards contain NaN or inf; drop or impute those candidates first")
     w = candidate_weights(logratios, beta)  # (B, K)
-    points = normalize_rewards(rewards.reshape(batch * k, -1).to(logratios.dtype), normalize).detach()
+    raw = rewards.reshape(batch * k, -1).to(logratios.dtype)
+    points, _ = normalise_pair(raw, raw, None, spec.normalisation)
+    points = points.detach()
     positive = (points, w.reshape(-1) / batch)
     negative = (points, torch.full_like(positive[1], 1.0 / (batch * k)))
-    kw = dict(estimator=estimator, cost=cost, beta=cost_beta, margin=margin, **estimator_options)
-    loss = multidom.violation(positive, negative, **kw)
+    loss = spec.violation(positive, negative, **option_overrides)
     with torch.no_grad():
         kl = (w * (torch.log(w.clamp_min(1e-30)) + torch.log(torch.tensor(float(k))))).sum(-1).mean()
-        ratio = multidom.violation_ratio((points, positive[1].detach()), negative, **kw)
+        ratio = spec.violation_ratio((points, positive[1].detach()), negative, **option_overrides)
         reward_mean = (w[..., None] * rewards).sum(1).mean(0)
-    return loss, {"kl": kl, "violation_ratio": ratio, "policy_reward_mean": reward_mean}
+    return loss, {"kl": kl, "eps": ratio, "policy_reward_mean": reward_mean}

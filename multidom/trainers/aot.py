@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from multidom.core.costs import COSTS
-from multidom.objectives.aot import AOT_LOSSES
-from multidom.trainers.data import PREFERENCE_COLUMNS, UNPAIRED_COLUMNS, check_columns, tokenize_example
+from multidom.core.spec import DominanceSpec
+from multidom.lm.tokenize import PREFERENCE_COLUMNS, UNPAIRED_COLUMNS, check_columns, tokenize_example
+from multidom.objectives.aot import AOT_LOSSES, AOT_SPEC
 from multidom.trainers.global_batch import GlobalBatchConfig, GlobalBatchTrainer
 
-__all__ = ["AOTConfig", "AOTTrainer", "prepare_aot_dataset", "run_from_config"]
+__all__ = ["AOTConfig", "AOTTrainer", "prepare_aot_dataset"]
 
 
 @dataclass
@@ -33,9 +33,15 @@ class AOTConfig(GlobalBatchConfig):
         metadata={"help": "'unpaired' (sort chosen and rejected log-ratios apart, TRL's aot_unpaired) or "
                           "'paired' (sort policy and reference chosen-minus-rejected margins, TRL's aot)."},
     )
-    cost: str = field(default="logistic", metadata={"help": f"Violation cost h, one of {', '.join(COSTS)}."})
-    beta: float = field(default=0.01, metadata={"help": "Gain of the logistic cost (the AOT paper uses 0.01)."})
-    margin: float = field(default=0.0, metadata={"help": "Margin m >= 0 added inside the cost."})
+    beta: float = field(
+        default=0.01,
+        metadata={"help": "DPO temperature: the implicit rewards beta * logratio are compared (the AOT paper uses 0.01)."},
+    )
+    dominance: Any = field(
+        default=AOT_SPEC,
+        metadata={"help": "The violation on beta * logratio: a DominanceSpec or its mapping (default: logistic "
+                          "cost with gain 1, exact 1-D sorting = TRL's aot losses)."},
+    )
     label_smoothing: float = field(
         default=0.0,
         metadata={"help": "Label smoothing in [0, 0.5) exactly as TRL's DPOTrainer applies it to aot losses."},
@@ -47,16 +53,22 @@ class AOTConfig(GlobalBatchConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.dominance = DominanceSpec.from_mapping(self.dominance, "dominance", **AOT_SPEC.to_dict())
+        if self.dominance.normalisation != "none":
+            raise ValueError("AOT compares implicit rewards beta * logratio: dominance.normalisation must be 'none'")
         if self.pairing not in AOT_LOSSES:
             raise ValueError(f"unknown pairing {self.pairing!r}; valid: {', '.join(AOT_LOSSES)}")
-        if self.cost not in COSTS:
-            raise ValueError(f"unknown cost {self.cost!r}; valid costs: {', '.join(COSTS)}")
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing}")
         if self.soft_sort_tau is not None and not self.soft_sort_tau > 0:
             raise ValueError(f"soft_sort_tau must be > 0 or None, got {self.soft_sort_tau}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["dominance"] = self.dominance.to_dict()
+        return out
 
 
 def prepare_aot_dataset(dataset, tokenizer, *, max_length: int | None, pairing: str = "unpaired"):
@@ -65,9 +77,14 @@ def prepare_aot_dataset(dataset, tokenizer, *, max_length: int | None, pairing: 
     Preference rows keep ``S = 2`` completions (chosen, rejected); unpaired rows ``S = 1`` with a
     boolean ``label``. Raises ``ValueError`` for missing columns, unpaired rows in paired mode,
     a dataset without desirable or without undesirable rows, and the per-row errors of
-    :func:`multidom.trainers.data.tokenize_example`.
+    :func:`multidom.lm.tokenize.tokenize_example`.
     """
     cols = dataset.column_names
+    if "prompt" not in cols and "chosen" in cols and "rejected" in cols:
+        from trl.data_utils import extract_prompt  # TRL's conversational rows without a prompt column
+
+        dataset = dataset.map(extract_prompt)
+        cols = dataset.column_names
     if all(c in cols for c in PREFERENCE_COLUMNS):
         def fn(row, idx):
             return tokenize_example(tokenizer, row["prompt"], [row["chosen"], row["rejected"]],
@@ -98,9 +115,9 @@ class AOTTrainer(GlobalBatchTrainer):
     """AOT (arXiv 2406.05882) with the dominance measured on the global batch.
 
     Takes a tokenised dataset from :func:`prepare_aot_dataset` (or raw rows, tokenised here).
-    Logged metrics: ``dominance/quantile/violation`` (``D_h(U ≽ V)`` of the batch with the
-    training cost), ``dominance/quantile/violation_ratio`` (chosen over rejected log-ratios with the
-    hinge cost: 0 is dominance, 1/2 no preference), ``rewards/chosen/mean``,
+    Logged metrics: ``dominance/<estimator>/violation`` (``D_h(U ≽ V)`` of the batch with the
+    training spec), ``dominance/<estimator>/eps`` (the ratio of chosen over rejected implicit rewards
+    with the training spec: 0 is dominance, 1/2 no preference), ``rewards/chosen/mean``,
     ``rewards/rejected/mean`` (``beta * logratio``).
     """
 
@@ -129,11 +146,8 @@ class AOTTrainer(GlobalBatchTrainer):
         return logratios[label, 0], logratios[~label, 0]
 
     def objective(self, logps, ref_logps, extras):
-        import multidom
-
         a = self.args
-        kw = dict(cost=a.cost, beta=a.beta, margin=a.margin, label_smoothing=a.label_smoothing,
-                  soft_sort_tau=a.soft_sort_tau)
+        kw = dict(beta=a.beta, spec=a.dominance, label_smoothing=a.label_smoothing, soft_sort_tau=a.soft_sort_tau)
         logratios = logps - ref_logps
         u, v = self._sides(logratios, extras)
         if a.pairing == "paired":
@@ -143,31 +157,12 @@ class AOTTrainer(GlobalBatchTrainer):
         else:
             loss = AOT_LOSSES["unpaired"](u, v, **kw)
         with torch.no_grad():
-            u, v = u.detach(), v.detach()
+            u, v = a.beta * u.detach(), a.beta * v.detach()
+            est = a.dominance.estimator
             stats = {
-                "dominance/quantile/violation": multidom.violation(
-                    u[:, None], v[:, None], estimator="quantile", cost=a.cost, beta=a.beta, margin=a.margin),
-                "dominance/quantile/violation_ratio": multidom.violation_ratio(
-                    u[:, None], v[:, None], estimator="quantile", cost="hinge"),
-                "rewards/chosen/mean": a.beta * u.mean(),
-                "rewards/rejected/mean": a.beta * v.mean(),
+                f"dominance/{est}/violation": a.dominance.violation(u[:, None], v[:, None]),
+                f"dominance/{est}/eps": a.dominance.violation_ratio(u[:, None], v[:, None]),
+                "rewards/chosen/mean": u.mean(),
+                "rewards/rejected/mean": v.mean(),
             }
         return loss, stats
-
-
-def run_from_config(config: dict, *, output_dir: str, resume: bool = False) -> dict:
-    """CLI runner (``trainer: aot``): sections ``model``, ``data``, ``training`` (an :class:`AOTConfig`).
-
-    ``data`` takes ``train`` (preference or unpaired rows) or ``desirable`` + ``undesirable``
-    (KTO-style, merged with a ``label`` column), and optionally ``eval``; each a local file, a
-    ``save_to_disk`` folder, or a hub id (``datasets.load_dataset``). Returns a JSON-able summary.
-    """
-    from multidom.trainers.runner import run_trainer
-
-    def build(model, tokenizer, args, data, ref_model, peft_config, callbacks):
-        return AOTTrainer(model, args, train_dataset=data["train"], eval_dataset=data.get("eval"),
-                          processing_class=tokenizer, ref_model=ref_model, peft_config=peft_config,
-                          callbacks=callbacks)
-
-    return run_trainer(config, output_dir=output_dir, resume=resume, config_cls=AOTConfig, build=build,
-                       data_mode="aot")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["world", "gather_cat"]
+__all__ = ["world", "gather_cat", "gather_to_cpu", "gather_padded", "comm_device"]
 
 
 def world() -> tuple[int, int]:
@@ -41,3 +41,29 @@ def gather_cat(t: torch.Tensor, *, differentiable: bool = False) -> tuple[torch.
     out = torch.cat([p[:s] for p, s in zip(parts, sizes)])
     start = sum(sizes[:rank])
     return out, slice(start, start + sizes[rank])
+
+
+def comm_device() -> torch.device:
+    """Where collectives need their tensors: the current CUDA device under NCCL, else the CPU."""
+    if world()[1] > 1 and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_to_cpu(t: torch.Tensor) -> tuple[torch.Tensor, slice]:
+    """:func:`gather_cat` on the collective's device; the result comes back on the CPU."""
+    out, local = gather_cat(t.to(comm_device()))
+    return out.cpu(), local
+
+
+def gather_padded(pts: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather ``(n_r, M_r, d)`` points and ``(n_r, M_r)`` masks over ranks, padding ``M`` to the largest
+    (padding is NaN with mask False)."""
+    if world()[1] > 1:
+        m = torch.tensor([pts.shape[1]], device=comm_device())
+        dist.all_reduce(m, op=dist.ReduceOp.MAX)
+        pad = int(m) - pts.shape[1]
+        if pad:
+            pts = torch.cat([pts, pts.new_full((pts.shape[0], pad, pts.shape[2]), float("nan"))], 1)
+            mask = torch.cat([mask, mask.new_zeros((mask.shape[0], pad))], 1)
+    return gather_to_cpu(pts)[0], gather_to_cpu(mask.to(torch.uint8))[0].bool()

@@ -26,15 +26,18 @@ import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments
 
+from multidom.lm.logprobs import add_log_prob_head, sequence_logps
+from multidom.lm.tokenize import SequenceCollator
 from multidom.trainers.distributed import gather_cat, world
-from multidom.trainers.data import SequenceCollator, sequence_logps
+from multidom.trainers.tracking import JsonlMetrics
 
-__all__ = ["GlobalBatchConfig", "GlobalBatchTrainer", "add_log_prob_head"]
+__all__ = ["GlobalBatchConfig", "GlobalBatchTrainer"]
 
 
 @dataclass
@@ -64,16 +67,6 @@ class GlobalBatchConfig(TrainingArguments):
     )
 
 
-def add_log_prob_head(model: torch.nn.Module) -> None:
-    """Patch TRL's fused LM head onto ``model`` (its base model under PEFT), unless it already has one."""
-    from trl.trainer.utils import add_fused_lm_head
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    code = getattr(getattr(base.forward, "__func__", None), "__code__", None)
-    if code is None or code.co_name != "_fused_forward":  # TRL's trainers patch the same head (more outputs)
-        add_fused_lm_head(base, outputs=("log_probs",))
-
-
 @dataclass
 class _Cached:
     grad: torch.Tensor  # (b, S) dL/dlogps of this micro-batch
@@ -90,13 +83,12 @@ class GlobalBatchTrainer(Trainer):
             disabled (PEFT), the cached ``ref_logps`` column (``precompute_ref_log_probs``), or a
             frozen copy of the policy made here.
         args: a :class:`GlobalBatchConfig` subclass.
-        train_dataset / eval_dataset: already tokenised (see :mod:`multidom.trainers.data`).
+        train_dataset / eval_dataset: already tokenised (see :mod:`multidom.lm.tokenize`).
         processing_class: the tokenizer (its pad id pads the batches).
     """
 
     n_per_example: int = 2
     extra_keys: tuple[str, ...] = ()
-    estimator_name: str = "quantile"
     loss_is_scaled_for_ga = True  # the GA / world-size scaling is done here, in compute_loss
 
     def __init__(self, model, args: GlobalBatchConfig, *, ref_model=None, train_dataset=None, eval_dataset=None,
@@ -117,6 +109,7 @@ class GlobalBatchTrainer(Trainer):
         pad = processing_class.pad_token_id if processing_class.pad_token_id is not None else processing_class.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with; set tokenizer.pad_token")
+        callbacks = [*(callbacks or []), JsonlMetrics(Path(args.output_dir) / "metrics.jsonl")]
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=SequenceCollator(pad), callbacks=callbacks)
         self.ref_model = None if ref_model is None else ref_model.to(self.args.device)

@@ -10,21 +10,22 @@ machinery is :class:`multidom.trainers.global_batch.GlobalBatchTrainer`.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
-from multidom.core.costs import COSTS
-from multidom.objectives.offline import NORMALIZERS, offline_dominance_loss
-from multidom.trainers.data import check_columns, tokenize_example
+from multidom.core.estimators import ESTIMATORS
+from multidom.core.spec import DominanceSpec
+from multidom.lm.tokenize import check_columns, tokenize_example
+from multidom.objectives.offline import OFFLINE_SPEC, offline_dominance_loss
 from multidom.trainers.global_batch import GlobalBatchConfig, GlobalBatchTrainer
 
 __all__ = ["OfflineDominanceConfig", "OfflineDominanceTrainer", "prepare_offline_dataset", "score_with_bank",
-           "run_from_config"]
+           "check_reward_columns"]
 
 logger = logging.getLogger(__name__)
-ESTIMATORS = ("quantile", "sliced", "sinkhorn", "exact")
 
 
 @dataclass
@@ -33,39 +34,29 @@ class OfflineDominanceConfig(GlobalBatchConfig):
 
     beta: float = field(
         default=1.0,
-        metadata={"help": "Softmax gain of the policy's candidate weights softmax_k(beta * logratio): the KL strength."},
+        metadata={"help": "DPO temperature: the policy's candidate weights are softmax_k(beta * logratio)."},
     )
-    estimator: str = field(
-        default="sinkhorn",
-        metadata={"help": f"Violation estimator, one of {', '.join(ESTIMATORS)} (sinkhorn: smooth at the start, "
-                          "where the policy and reference clouds coincide)."},
-    )
-    cost: str = field(default="logistic", metadata={"help": f"Violation cost h, one of {', '.join(COSTS)}."})
-    cost_beta: float = field(default=1.0, metadata={"help": "Gain of the logistic cost (on normalised rewards)."})
-    margin: float = field(default=0.0, metadata={"help": "Margin m >= 0 added inside the cost."})
-    normalize: str = field(
-        default="zscore",
-        metadata={"help": f"Per-attribute normalisation of the batch's rewards, one of {', '.join(NORMALIZERS)}."},
-    )
-    estimator_options: dict = field(
-        default_factory=dict,
-        metadata={"help": "Extra options for the estimator, e.g. {reg: 0.1} (sinkhorn) or {n_directions: 64} (sliced)."},
+    dominance: Any = field(
+        default=OFFLINE_SPEC,
+        metadata={"help": "What D(P >= Q) means: a DominanceSpec or its mapping (default: sinkhorn, logistic "
+                          "cost, z-scored rewards; sinkhorn is smooth at the start, where both clouds coincide)."},
     )
     attribute_names: list = field(
         default_factory=list,
-        metadata={"help": "Names of the d reward attributes, used in the metric names rewards/<name>/policy_mean."},
+        metadata={"help": "Names of the d reward attributes, used in the metric names rewards/<name>/policy_mean "
+                          "(set by the run recipe from the bank or the reward columns)."},
     )
 
     def __post_init__(self):
         super().__post_init__()
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
-        if self.cost not in COSTS:
-            raise ValueError(f"unknown cost {self.cost!r}; valid costs: {', '.join(COSTS)}")
-        if self.normalize not in NORMALIZERS:
-            raise ValueError(f"unknown normalize {self.normalize!r}; valid: {', '.join(NORMALIZERS)}")
-        if not self.beta > 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
+        self.dominance = DominanceSpec.from_mapping(self.dominance, "dominance", **OFFLINE_SPEC.to_dict())
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta > 0:
+            raise ValueError(f"beta must be a number > 0, got {self.beta!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["dominance"] = self.dominance.to_dict()
+        return out
 
 
 def _rewards_of(row: dict, idx: int, k: int, rewards_column: str | None, reward_columns: Sequence[str]) -> list:
@@ -89,7 +80,7 @@ def prepare_offline_dataset(dataset, tokenizer, *, max_length: int | None, compl
 
     Raises ``ValueError`` for missing columns, ``K < 2``, rows whose ``K`` differs from the first
     row's, reward vectors of the wrong length or of differing ``d``, and the per-row errors of
-    :func:`multidom.trainers.data.tokenize_example`.
+    :func:`multidom.lm.tokenize.tokenize_example`.
     """
     if reward_columns:
         rewards_column = None
@@ -118,6 +109,33 @@ def prepare_offline_dataset(dataset, tokenizer, *, max_length: int | None, compl
     return out
 
 
+def check_reward_columns(dataset, what: str, *, completions_column: str = "completions",
+                         rewards_column: str | None = "rewards", reward_columns: Sequence[str] = ()) -> None:
+    """Check every row's rewards before training: one finite number per candidate and attribute.
+
+    Raises ``ValueError`` naming the set, the row and the column (a ``None``, a string, a NaN, a list
+    of the wrong length), so a bad row fails before the first step, not after checkpoints.
+    """
+    if reward_columns:
+        rewards_column = None
+    required = ["prompt", completions_column] + ([rewards_column] if rewards_column else list(reward_columns))
+    check_columns(dataset.column_names, required, f"offline ({what})")
+    comps = dataset[completions_column]
+    columns = {c: dataset[c] for c in ([rewards_column] if rewards_column else reward_columns)}
+    for i, cands in enumerate(comps):
+        k = len(cands) if isinstance(cands, list) else -1
+        for name, values in columns.items():
+            v = values[i]
+            items = v if isinstance(v, list) else None
+            if items is None or len(items) != k:
+                raise ValueError(f"{what}: row {i}: column {name!r} must hold one reward per candidate ({k}), got {v!r}")
+            flat = [x for item in items for x in (item if isinstance(item, list) else [item])]
+            bad = next((x for x in flat if isinstance(x, bool) or not isinstance(x, (int, float))
+                        or not math.isfinite(x)), "ok")
+            if bad != "ok":
+                raise ValueError(f"{what}: row {i}: column {name!r} holds {bad!r}; every reward must be a finite number")
+
+
 def score_with_bank(dataset, bank, *, completions_column: str = "completions"):
     """Add a ``rewards`` column ``(K, d)`` scored by a ``RewardBank`` (raw, oriented scores).
 
@@ -139,7 +157,7 @@ def score_with_bank(dataset, bank, *, completions_column: str = "completions"):
 class OfflineDominanceTrainer(GlobalBatchTrainer):
     """Offline multi-reward dominance (DESIGN.md §3.3) with the violation on the global batch.
 
-    Logged metrics: ``dominance/<estimator>/violation``, ``dominance/<estimator>/violation_ratio``,
+    Logged metrics: ``dominance/<estimator>/violation``, ``dominance/<estimator>/eps``,
     ``kl`` (mean ``KL(w_i || uniform)`` over prompts), ``rewards/<attribute>/policy_mean``.
     """
 
@@ -152,7 +170,6 @@ class OfflineDominanceTrainer(GlobalBatchTrainer):
         if train_dataset is None:
             raise ValueError("OfflineDominanceTrainer needs a train_dataset")
         self.n_per_example = len(train_dataset[0]["completion_ids"])
-        self.estimator_name = args.estimator
         super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
 
@@ -164,63 +181,15 @@ class OfflineDominanceTrainer(GlobalBatchTrainer):
 
     def objective(self, logps, ref_logps, extras):
         a = self.args
-        options = dict(a.estimator_options)
-        if a.estimator == "sliced" and "seed" not in options:
-            # fresh directions every step, the same on every process
-            options["seed"] = int(self.state.global_step) if self.state is not None else 0
-        loss, stats = offline_dominance_loss(
-            logps - ref_logps, extras["rewards"], beta=a.beta, estimator=a.estimator, cost=a.cost,
-            cost_beta=a.cost_beta, margin=a.margin, normalize=a.normalize, **options)
+        spec = a.dominance
+        overrides = {}
+        if "seed" in ESTIMATORS[spec.estimator].options and "seed" not in spec.options:
+            # fresh sliced directions every step, the same on every process
+            overrides["seed"] = int(self.state.global_step) if self.state is not None else 0
+        loss, stats = offline_dominance_loss(logps - ref_logps, extras["rewards"], beta=a.beta, spec=spec, **overrides)
         d = extras["rewards"].shape[-1]
         names = list(a.attribute_names) if len(a.attribute_names) == d else [f"attr{j}" for j in range(d)]
-        out = {f"dominance/{a.estimator}/violation": loss.detach(),
-               f"dominance/{a.estimator}/violation_ratio": stats["violation_ratio"], "kl": stats["kl"]}
+        out = {f"dominance/{spec.estimator}/violation": loss.detach(),
+               f"dominance/{spec.estimator}/eps": stats["eps"], "kl": stats["kl"]}
         out.update({f"rewards/{n}/policy_mean": stats["policy_reward_mean"][j] for j, n in enumerate(names)})
         return loss, out
-
-
-def run_from_config(config: dict, *, output_dir: str, resume: bool = False) -> dict:
-    """CLI runner (``trainer: offline``): sections ``model``, ``data``, ``training``.
-
-    ``data``: ``train`` / ``eval`` datasets with ``prompt`` and ``completions_column`` (default
-    ``completions``) plus either ``rewards_column`` (default ``rewards``) or ``reward_columns``;
-    or ``reward_models``: a list of reward-bank specs that score the candidates once.
-    """
-    from multidom.trainers.runner import load_data, run_trainer
-
-    def prepare(data_cfg: dict) -> dict:
-        if "train" not in data_cfg:
-            from multidom.config import ConfigError
-
-            raise ConfigError("data section needs 'train'")
-        sets = {"train": load_data(data_cfg["train"], "train")}
-        if data_cfg.get("eval") is not None:
-            sets["eval"] = load_data(data_cfg["eval"], "eval")
-        col = data_cfg.get("completions_column", "completions")
-        names: list = []
-        if data_cfg.get("reward_models"):
-            from reward_models.bank import RewardBank
-
-            bank = RewardBank(list(data_cfg["reward_models"]))
-            for key in list(sets):
-                sets[key], names = score_with_bank(sets[key], bank, completions_column=col)
-            rewards_column, reward_columns = "rewards", []
-        else:
-            reward_columns = list(data_cfg.get("reward_columns") or [])
-            rewards_column = data_cfg.get("rewards_column", "rewards")
-            names = reward_columns
-        sets["_names"] = names
-        sets["_prep"] = dict(completions_column=col, rewards_column=rewards_column, reward_columns=reward_columns)
-        return sets
-
-    def build(model, tokenizer, args, data, ref_model, peft_config, callbacks):
-        if data["_names"] and not args.attribute_names:
-            args.attribute_names = list(data["_names"])
-        prepped = {k: prepare_offline_dataset(data[k], tokenizer, max_length=args.max_length, **data["_prep"])
-                   for k in ("train", "eval") if k in data}
-        return OfflineDominanceTrainer(model, args, train_dataset=prepped["train"], eval_dataset=prepped.get("eval"),
-                                       processing_class=tokenizer, ref_model=ref_model, peft_config=peft_config,
-                                       callbacks=callbacks)
-
-    return run_trainer(config, output_dir=output_dir, resume=resume, config_cls=OfflineDominanceConfig,
-                       build=build, data_mode="offline", prepare_data=prepare)

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-__all__ = ["Scorer", "as_bank", "sample_completions", "score_rows", "prompt_key", "add_baseline_column", "RollingBuffer"]
+from multidom.lm.generation import Sampling, generate
+
+__all__ = ["Scorer", "as_bank", "score_rows", "prompt_key", "sample_reference", "add_baseline_column",
+           "RollingBuffer"]
 
 
 class Scorer:
@@ -76,56 +78,6 @@ def prompt_key(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
 
 
-@torch.no_grad()
-def sample_completions(
-    model: Any, tokenizer: Any, prompts: Sequence[Any], n: int, *, max_new_tokens: int,
-    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 16,
-    progress: bool = False, desc: str = "sampling",
-) -> tuple[list[list[Any]], list[list[list[int]]]]:
-    """Sample ``n`` completions per prompt with ``model.generate`` (the reference policy).
-
-    Conversational prompts go through the chat template and come back as
-    ``[{"role": "assistant", "content": text}]``, as TRL passes them to reward functions.
-    ``progress`` shows a tqdm bar (labelled ``desc``) counting completions.
-    Returns ``(completions[i][k], completion_ids[i][k])``.
-    """
-    conversational = bool(prompts) and not isinstance(prompts[0], str)
-    texts = [
-        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if conversational else p
-        for p in prompts
-    ]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    was_training = model.training
-    model.eval()
-    outs: list[list[Any]] = [[] for _ in prompts]
-    ids_out: list[list[list[int]]] = [[] for _ in prompts]
-    flat = [i for i in range(len(prompts)) for _ in range(n)]
-    bar = tqdm(total=len(flat), desc=desc, unit="completion", disable=not progress)
-    try:
-        for start in range(0, len(flat), batch_size):
-            rows = flat[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
-            gen = model.generate(
-                **enc, do_sample=True, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                top_k=top_k or None, pad_token_id=tokenizer.pad_token_id,
-            )
-            for row, seq in zip(rows, gen[:, enc["input_ids"].shape[1]:].tolist()):
-                if tokenizer.eos_token_id in seq:  # keep the EOS, as TRL does, drop what follows
-                    seq = seq[: seq.index(tokenizer.eos_token_id) + 1]
-                seq = [t for t in seq if t != tokenizer.pad_token_id or t == tokenizer.eos_token_id]
-                text = tokenizer.decode(seq, skip_special_tokens=True)
-                outs[row].append([{"role": "assistant", "content": text}] if conversational else text)
-                ids_out[row].append(seq)
-            bar.update(len(rows))
-    finally:
-        bar.close()
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return outs, ids_out
-
-
 def score_rows(scorer: Scorer, prompts, completions, completion_ids, columns) -> list[list[list[float]]]:
     """Score ``completions[i][k]`` of ``prompts[i]``; returns per row a list of ``d``-vectors."""
     flat_p, flat_c, flat_ids, idx = [], [], [], []
@@ -143,6 +95,16 @@ def score_rows(scorer: Scorer, prompts, completions, completion_ids, columns) ->
     for i, v in zip(idx, values):
         out[i].append(v)
     return out
+
+
+def sample_reference(model: Any, tokenizer: Any, prompts: list, config: Any, *, seed: int, progress: bool = False
+                     ) -> tuple[list[list[Any]], list[list[list[int]]]]:
+    """``config.baseline_samples`` completions of ``model`` per prompt with the training's sampling settings
+    (:meth:`multidom.lm.generation.Sampling.from_trl`), seeded; returns ``(completions, completion_ids)``."""
+    gens = generate(model, tokenizer, prompts, config.baseline_samples, sampling=Sampling.from_trl(config),
+                    batch_size=max(1, 16 // config.baseline_samples), seed=seed, progress=progress,
+                    desc="baseline cloud")
+    return gens.completions, [[t.tolist() for t in row] for row in gens.completion_ids]
 
 
 def add_baseline_column(
@@ -177,12 +139,8 @@ def add_baseline_column(
         if source == "reference":
             if model is None or tokenizer is None:
                 raise ValueError("baseline_source='reference' needs the model and tokenizer")
-            comps, ids = sample_completions(
-                model, tokenizer, sub_prompts, config.baseline_samples,
-                max_new_tokens=config.max_completion_length, temperature=config.temperature,
-                top_p=config.top_p, top_k=config.top_k or 0,
-                progress=not getattr(config, "disable_tqdm", False), desc="baseline cloud",
-            )
+            comps, ids = sample_reference(model, tokenizer, sub_prompts, config, seed=int(config.seed),
+                                          progress=not getattr(config, "disable_tqdm", False))
         else:  # "dataset"
             rcol = config.baseline_response_column
             if rcol not in dataset.column_names:

@@ -1,8 +1,10 @@
 """Typed config of the online multi-reward dominance trainer (DESIGN.md §3.2).
 
 :class:`OnlineDominanceConfig` subclasses TRL's ``GRPOConfig`` (TRL 1.16 public API) and adds the
-dominance fields; every field carries one sentence of help. Generation, clipping, KL (``beta``),
-PEFT, vLLM and DeepSpeed options are GRPO's. Two GRPO options are fixed because the method depends on
+dominance fields; every field carries one sentence of help. Generation, clipping, KL (``beta``, TRL's
+meaning), PEFT, vLLM and DeepSpeed options are GRPO's. What ``D(P ≽ Q)`` means -- estimator, cost, its
+gain and margin, estimator options, normalisation -- is one :class:`~multidom.core.spec.DominanceSpec`
+in the ``dominance`` field (a mapping is converted and validated on construction). Two GRPO options are fixed because the method depends on
 them: ``scale_rewards="none"`` (TRL then returns exactly ``A = -(phi - mean_group phi)``) and
 ``multi_objective_aggregation="sum_then_normalize"`` with a single reward function.
 """
@@ -13,7 +15,9 @@ from typing import Any
 
 from trl import GRPOConfig
 
-from multidom.objectives.online import ESTIMATOR_PARAMS, GROUPINGS, NORMALISERS
+from multidom.core.estimators import ESTIMATORS
+from multidom.core.spec import DominanceSpec
+from multidom.objectives.online import GROUPINGS
 
 __all__ = ["OnlineDominanceConfig", "BASELINE_SOURCES", "DOMINANCE_FIELDS"]
 
@@ -32,50 +36,15 @@ BASELINE_SOURCES: dict[str, str] = {
 class OnlineDominanceConfig(GRPOConfig):
     """GRPO config plus the dominance fields (all optional; defaults give a working run)."""
 
-    rewards: list[Any] = field(
-        default_factory=list,
-        metadata={"help": "Reward bank: a list of reward_models.create specs; each model adds one or more "
-                          "attributes (ignored when a bank object is passed to the trainer)."},
-    )
-    estimator: str = field(
-        default="sinkhorn",
-        metadata={"help": "Dominance estimator: 'quantile' (marginals), 'sliced' (projections), 'sinkhorn' "
-                          "(joint, entropic) or 'exact' (joint, small clouds only)."},
-    )
-    cost: str = field(
-        default="hinge",
-        metadata={"help": "Violation cost h: 'hinge', 'squared_hinge', 'logistic' or 'least_squares'."},
-    )
-    cost_beta: float = field(
-        default=1.0, metadata={"help": "Gain of the logistic cost (the KL coefficient is `beta`)."}
-    )
-    margin: float = field(default=0.0, metadata={"help": "Margin m >= 0 added inside the cost h(t + m)."})
-    reg: float = field(
-        default=0.1, metadata={"help": "Entropic regularisation lambda of the sinkhorn estimator."}
-    )
-    tol: float = field(
-        default=1e-3,
-        metadata={"help": "Sinkhorn stopping tolerance on the L1 marginal error (potentials within ~1% at 1e-3)."},
-    )
-    max_iter: int = field(default=1000, metadata={"help": "Cap on Sinkhorn iterations."})
-    n_directions: int = field(
-        default=64, metadata={"help": "Number of projection directions of the sliced estimator."}
-    )
-    directions: str = field(
-        default="random", metadata={"help": "Sliced directions: 'random' or 'qmc' (seeded by `seed` + step)."}
-    )
-    estimator_kwargs: dict[str, Any] | None = field(
-        default=None,
-        metadata={"help": "Further keyword arguments of multidom.violation (e.g. backend, max_iter, tol)."},
+    dominance: Any = field(
+        default_factory=DominanceSpec,
+        metadata={"help": "What D(P >= Q) means: a DominanceSpec or its mapping (estimator, cost, cost_gain, "
+                          "margin, options, normalisation)."},
     )
     grouping: str = field(
         default="per_prompt",
         metadata={"help": "'per_prompt' (each prompt's generations vs its baseline, conditional dominance) "
                           "or 'pooled' (batch cloud vs baseline cloud)."},
-    )
-    normalisation: str = field(
-        default="zscore",
-        metadata={"help": "Per-attribute transform fitted on the baseline: 'zscore', 'cdf' or 'none'."},
     )
     baseline_source: str = field(
         default="reference",
@@ -124,10 +93,9 @@ class OnlineDominanceConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.dominance = DominanceSpec.from_mapping(self.dominance, "dominance")
         tables = {
-            "estimator": (self.estimator, ESTIMATOR_PARAMS),
             "grouping": (self.grouping, GROUPINGS),
-            "normalisation": (self.normalisation, NORMALISERS),
             "baseline_source": (self.baseline_source, BASELINE_SOURCES),
         }
         for name, (value, table) in tables.items():
@@ -142,33 +110,33 @@ class OnlineDominanceConfig(GRPOConfig):
             raise ValueError("multi_objective_aggregation must stay 'sum_then_normalize' (one aggregated reward)")
         if self.beta < 0:
             raise ValueError(f"beta (KL coefficient) must be >= 0, got {self.beta}")
-        for name in ("baseline_samples", "buffer_steps", "n_directions"):
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (a group needs two completions), got {self.num_generations}")
+        for name in ("baseline_samples", "buffer_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.baseline_refresh_steps < 0:
             raise ValueError(f"baseline_refresh_steps must be >= 0, got {self.baseline_refresh_steps}")
         if self.baseline_refresh_steps and self.baseline_source != "reference":
             raise ValueError("baseline_refresh_steps needs baseline_source='reference'")
-        if not isinstance(self.rewards, list):
-            raise ValueError(f"rewards must be a list of reward specs, got {type(self.rewards).__name__}")
 
-    def violation_kwargs(self, step: int = 0) -> dict[str, Any]:
-        """Keyword arguments of ``multidom.violation`` for the configured estimator.
+    def step_options(self, step: int, estimator: str | None = None) -> dict[str, Any]:
+        """Per-step options of ``estimator`` (default: the spec's): fresh sliced directions every step, the
+        same on every process (``seed + step``), unless the spec fixes a seed."""
+        estimator = estimator or self.dominance.estimator
+        fixed = estimator == self.dominance.estimator and "seed" in self.dominance.options
+        if "seed" in ESTIMATORS[estimator].options and not fixed:
+            return {"seed": int(self.seed) + int(step)}
+        return {}
 
-        The sliced directions are seeded with ``seed + step`` so every process draws the same ones.
-        """
-        kwargs: dict[str, Any] = dict(
-            cost=self.cost, beta=self.cost_beta, margin=self.margin, reg=self.reg, tol=self.tol,
-            max_iter=self.max_iter,
-            n_directions=self.n_directions, directions=self.directions, seed=int(self.seed) + int(step),
-        )
-        kwargs.update(self.estimator_kwargs or {})
-        return kwargs
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["dominance"] = self.dominance.to_dict()
+        return out
 
 
 #: The fields this class adds to GRPOConfig (for docs and config sections).
 DOMINANCE_FIELDS: tuple[str, ...] = (
-    "rewards", "estimator", "cost", "cost_beta", "margin", "reg", "tol", "max_iter", "n_directions", "directions",
-    "estimator_kwargs", "grouping", "normalisation", "baseline_source", "baseline_samples",
+    "dominance", "grouping", "baseline_source", "baseline_samples",
     "baseline_refresh_steps", "baseline_response_column", "baseline_rewards_column", "buffer_steps", "all_estimators_steps", "plot_steps",
 )

@@ -37,30 +37,29 @@ def cloud_stats(points: torch.Tensor, names: Sequence[str], prefix: str = "") ->
 
 
 def eps_per_prompt(
-    x: torch.Tensor, xm: torch.Tensor, y: torch.Tensor, ym: torch.Tensor, estimator: str, grouping: str,
-    **kwargs: Any,
+    x: torch.Tensor, xm: torch.Tensor, y: torch.Tensor, ym: torch.Tensor, spec: Any, grouping: str,
+    **option_overrides: Any,
 ) -> float:
     """``eps(policy ≽ baseline)``: mean over active prompts (per_prompt) or on the pooled clouds.
 
-    ``x: (B, G, d)``, ``xm: (B, G)``, ``y: (B, M, d)``, ``ym: (B, M)`` (normalised points, bool masks).
+    ``x: (B, G, d)``, ``xm: (B, G)``, ``y: (B, M, d)``, ``ym: (B, M)`` (raw points, bool masks);
+    normalised by ``spec.normalisation`` on the valid baseline points as the potentials are.
     """
-    import multidom
-    from multidom.objectives.online import ESTIMATOR_PARAMS
+    from multidom.core.normalize import normalise_pair
 
-    kept = {k: v for k, v in kwargs.items()
-            if k in ("cost", "beta", "margin") or (k in ESTIMATOR_PARAMS[estimator] and v is not None)}
+    x, y = normalise_pair(x, y, ym, spec.normalisation)
     if grouping == "pooled":
         xs, ys = x[xm][None], y[ym][None]
         if xs.shape[1] == 0 or ys.shape[1] == 0:
             return float("nan")
-        return float(multidom.violation_ratio(xs, ys, estimator=estimator, **kept).mean())
+        return float(spec.violation_ratio(xs, ys, **option_overrides).mean())
     x, y = torch.nan_to_num(x), torch.nan_to_num(y)  # masked points carry weight 0
     active = xm.any(-1) & ym.any(-1)
     if not active.any():
         return float("nan")
     pos = (x[active], xm[active].to(x.dtype))
     neg = (y[active], ym[active].to(y.dtype))
-    return float(multidom.violation_ratio(pos, neg, estimator=estimator, **kept).mean())
+    return float(spec.violation_ratio(pos, neg, **option_overrides).mean())
 
 
 def scatter_clouds(

@@ -10,7 +10,7 @@ A config mapping has three sections:
   hub id, or a mapping ``{path, name, split, data_files}`` passed to ``datasets.load_dataset``.
 * ``training``: the trainer's typed config (a ``transformers.TrainingArguments`` subclass).
 
-Unknown keys are refused with a suggestion (:mod:`multidom.config`).
+Unknown keys are refused with a suggestion (:mod:`multidom.app.config`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from multidom.config import ConfigError, check_keys, unknown_key_message
+from multidom.app.config import ConfigError, check_keys, unknown_key_message
 
 __all__ = ["MODEL_KEYS", "load_data", "build_args", "run_trainer"]
 
@@ -127,7 +127,7 @@ def run_trainer(config: dict, *, output_dir: str, resume: bool, config_cls: type
 
     The wandb run the training opens is finished on return (or on an error / Ctrl-C), so the next
     training in the same process logs its own run under its own output directory."""
-    from multidom.tracking import wandb_scope
+    from multidom.trainers.tracking import wandb_scope
 
     with wandb_scope(output_dir):
         return _run_trainer(config, output_dir=output_dir, resume=resume, config_cls=config_cls, build=build,
@@ -138,7 +138,7 @@ def _run_trainer(config: dict, *, output_dir: str, resume: bool, config_cls: typ
                  data_mode: str, prepare_data: Callable | None) -> dict:
     from transformers.trainer_utils import get_last_checkpoint
 
-    from multidom.tracking import JsonlMetrics, read_metrics
+    from multidom.trainers.tracking import JsonlMetrics, read_metrics
 
     check_keys(config, ("model", "data", "training"), None)
     for section in ("model", "data"):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from multidom import cli
-from multidom.tracking import JsonlMetrics, read_metrics
+from multidom.trainers.tracking import JsonlMetrics, read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_evaluation import PROMPTS, save_tiny_lm  # noqa: E402

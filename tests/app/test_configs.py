@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from multidom import cli
-from multidom.config import ConfigError, apply_overrides, from_mapping, load_config
+from multidom.app.config import ConfigError, apply_overrides, from_mapping, load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_evaluation import PROMPTS, save_tiny_lm  # noqa: E402

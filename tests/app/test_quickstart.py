@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from multidom.config import load_config
-from multidom.quickstart import QuickstartConfig, format_table, run_from_config, targets_met
-from multidom.quickstart.data import ChatPair, load_chatterbot_pairs, split_by_prompt
-from multidom.quickstart.lm import CHAT_TEMPLATE, TinyLMConfig, build_model, train_tokenizer
-from multidom.quickstart.pipeline import TRAINING_DEFAULTS
-from multidom.quickstart.sft import SFTConfig, cache_key, encode_pairs, load_or_train_sft, load_sft
+from multidom.app.config import load_config
+from multidom.app.quickstart import QuickstartConfig, format_table, run_quickstart, targets_met
+from multidom.app.quickstart.data import ChatPair, load_chatterbot_pairs, split_by_prompt
+from multidom.app.quickstart.lm import CHAT_TEMPLATE, TinyLMConfig, build_model, train_tokenizer
+from multidom.app.quickstart.pipeline import TRAINING_DEFAULTS
+from multidom.app.quickstart.sft import SFTConfig, cache_key, encode_pairs, load_or_train_sft, load_sft
 
 PAIRS = [ChatPair("hello there", "hi, nice to see you"), ChatPair("how are you", "great, thanks"),
          ChatPair("what is your name", "I am a tiny bot"), ChatPair("good bye", "see you soon")]
@@ -91,7 +91,7 @@ def test_sft_interrupted_leaves_no_temporary_directory(tmp_path, monkeypatch, st
     # cache directory ends up empty, and the next run trains from scratch and caches normally.
     import transformers
 
-    import multidom.quickstart.sft as sft
+    import multidom.app.quickstart.sft as sft
 
     model_cfg = TinyLMConfig(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                              max_length=32)
@@ -160,9 +160,9 @@ def test_config_errors_name_the_key():
 def test_bad_training_key_and_reward_fail_before_sft(tmp_path):
     base = {"cache_dir": str(tmp_path / "cache")}
     with pytest.raises(ValueError, match="unknown key 'lerning_rate' in training section; did you mean 'learning_rate'"):
-        run_from_config({**base, "training": {"lerning_rate": 1e-3}}, output_dir=str(tmp_path / "a"))
+        run_quickstart({**base, "training": {"lerning_rate": 1e-3}}, output_dir=str(tmp_path / "a"))
     with pytest.raises(ValueError, match="sentimant"):
-        run_from_config({**base, "rewards": ["sentimant"]}, output_dir=str(tmp_path / "b"))
+        run_quickstart({**base, "rewards": ["sentimant"]}, output_dir=str(tmp_path / "b"))
     assert not (tmp_path / "cache").exists()  # nothing was trained
 
 
@@ -173,7 +173,7 @@ def test_shipped_config_parses():
     assert [r if isinstance(r, str) else r["type"] for r in cfg.rewards] == [
         "sentiment", "non_offensive", "relevance", "brevity"]
     assert cfg.training["beta"] > 0 and cfg.evaluation.eps0 == 0.4
-    # `run_from_config({})` (no YAML at hand, e.g. an installed wheel) runs the same quickstart
+    # `run_quickstart({})` (no YAML at hand, e.g. an installed wheel) runs the same quickstart
     code = QuickstartConfig.from_mapping({})
     for section in ("seed", "data", "model", "sft", "rewards", "evaluation"):
         assert getattr(cfg, section) == getattr(code, section), section
@@ -219,7 +219,7 @@ def test_quickstart_end_to_end_shrunk(tmp_path, capsys):
         "evaluation": {"num_generations": 2, "n_boot": 20, "estimators": ["quantile", "sliced"]},
     }
     out = tmp_path / "run"
-    summary = run_from_config(config, output_dir=str(out))
+    summary = run_quickstart(config, output_dir=str(out))
     printed = capsys.readouterr().out
     assert "eps(aligned ≽ sft) [quantile]" in printed and f"report: {out / 'report'}" in printed
     ev = summary["evaluation"]
@@ -244,5 +244,5 @@ def test_quickstart_end_to_end_shrunk(tmp_path, capsys):
     saved = json.loads((out / "quickstart_summary.json").read_text())
     assert saved["targets"]["estimator"] == "quantile"
     # second run: the SFT model comes from the cache, alignment resumes from the last checkpoint
-    again = run_from_config(config, output_dir=str(out), resume=True)
+    again = run_quickstart(config, output_dir=str(out), resume=True)
     assert again["sft"]["cached"] is True and again["resumed_from"] is not None

@@ -1,4 +1,4 @@
-"""wandb handling of :mod:`multidom.tracking` when several runs share one Python process (a notebook,
+"""wandb handling of :mod:`multidom.trainers.tracking` when several runs share one Python process (a notebook,
 the test session): each run's offline files land under its own output directory, and a training's run
 is finished when the training ends, interrupted or not."""
 import time
@@ -10,7 +10,7 @@ import wandb
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from multidom.tracking import configure_wandb, wandb_scope
+from multidom.trainers.tracking import configure_wandb, wandb_scope
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """multidom.evaluation: hand-derived eps/statistics, masks, completion files, generation + KL, report files.
 
-The tiny language model of these tests (``save_tiny_lm``) is a random 1-layer Llama with a
+The tiny language models of these tests (``tiny_lms``, tests/conftest.py) are random 1-layer Llamas with a
 word-level tokenizer and a chat template, saved to a tmp dir and loaded back like a user's model.
 """
 from __future__ import annotations
@@ -11,62 +11,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from lm_tiny import PROMPTS, chat, load
 
+from multidom.core.spec import DominanceSpec
 from multidom.evaluation import (
+    EVAL_SPECS,
     evaluate,
     evaluate_completions,
     evaluate_models,
-    generate,
     kl_estimate,
-    load_model,
     read_completions,
     read_prompts,
     score,
-    sequence_logprobs,
     summary_table,
     write_completions,
     write_report,
 )
-
-WORDS = ("hello hi good great bad awful fine thanks yes no maybe the a is you i am very "
-         "what how why today weather nice day sun rain happy sad").split()
-PROMPTS = ["hello how are you", "what is the weather", "is it a nice day", "why are you sad"]
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{{ '<' + m['role'] + '> ' + m['content'] + ' ' + eos_token + ' ' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}"
-)
+from multidom.lm.generation import Sampling, generate
 
 
-def save_tiny_lm(path: Path, seed: int = 0, hidden: int = 16) -> Path:
-    """A random tiny Llama + word-level tokenizer with a chat template, saved with save_pretrained."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>", "<user>", "<assistant>", "<system>"]
-    vocab = {w: i for i, w in enumerate(specials + WORDS + ["are", "it"])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>", additional_special_tokens=specials[4:])
-    fast.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = 2
-    model.generation_config.pad_token_id = 0
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_lms(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("lms")
-    return {"ref": save_tiny_lm(root / "ref", seed=0), "other": save_tiny_lm(root / "other", seed=1)}
-
+def specs(*estimators: str, normalisation: str = "zscore") -> list[DominanceSpec]:
+    return [EVAL_SPECS[e].replace(normalisation=normalisation) for e in estimators]
 
 # ------------------------------------------------------------------------------ hand-derived numbers
 # Reference cloud {0, 1, 2, 3}, other {1, 2, 2, 2} (B = 2 prompts x G = 2, d = 1), hinge cost h(t) = max(t, 0).
@@ -80,9 +45,13 @@ REF = torch.tensor([[[0.0], [1.0]], [[2.0], [3.0]]])
 OTHER = torch.tensor([[[1.0], [2.0]], [[2.0], [2.0]]])
 
 
-@pytest.mark.parametrize("normalize", ["none", "zscore"])
-def test_eps_matrix_hand_derived(normalize):
-    res = evaluate({"ref": REF, "other": OTHER}, ["x"], estimators=["quantile"], n_boot=20, normalize=normalize)
+@pytest.mark.parametrize("normalisation", ["none", "zscore", "cdf"])
+def test_eps_matrix_hand_derived(normalisation):
+    # the mid-rank CDF of the reference {0, 1, 2, 3} maps 1 -> 3/8, 2 -> 5/8: other {3/8, 5/8, 5/8, 5/8},
+    # ref {1/8, 3/8, 5/8, 7/8}; sorted pairs give D(other ≽ ref) = (1/4) / 4, D(ref ≽ other) = (1/4 + 1/4) / 4:
+    # eps = 1/3 again (any increasing map of the attribute keeps the 1-D order)
+    res = evaluate({"ref": REF, "other": OTHER}, ["x"], specs=specs("quantile", normalisation=normalisation),
+                   n_boot=20)
     eps = res.dominance["quantile"]["eps"]
     assert eps[1][0] == pytest.approx(1 / 3, abs=1e-6)
     assert eps[0][1] == pytest.approx(2 / 3, abs=1e-6)
@@ -91,7 +60,7 @@ def test_eps_matrix_hand_derived(normalize):
 
 
 def test_attribute_stats_hand_derived():
-    res = evaluate({"ref": REF, "other": OTHER}, ["x"], estimators=["quantile"], n_boot=50)
+    res = evaluate({"ref": REF, "other": OTHER}, ["x"], specs=specs("quantile"), n_boot=50)
     st = res.stats["other"]["x"]
     assert st["mean"] == pytest.approx(7 / 4)
     assert st["q10"] == pytest.approx(1.3)  # linear interpolation: 1 + 0.3 * (2 - 1)
@@ -106,7 +75,7 @@ def test_masked_completions_leave_the_clouds():
     nan = float("nan")
     ref = torch.tensor([[[0.0], [1.0], [nan]], [[2.0], [3.0], [nan]]])
     other = torch.tensor([[[1.0], [nan], [2.0]], [[2.0], [2.0], [nan]]])
-    res = evaluate({"ref": ref, "other": other}, ["x"], estimators=["quantile"], n_boot=20, normalize="none")
+    res = evaluate({"ref": ref, "other": other}, ["x"], specs=specs("quantile", normalisation="none"), n_boot=20)
     assert res.dominance["quantile"]["eps"][1][0] == pytest.approx(1 / 3, abs=1e-6)
     assert res.masked == {"ref": 2, "other": 2} and res.dropped_prompts == 0
     assert res.stats["other"]["x"]["n"] == 4
@@ -116,7 +85,7 @@ def test_prompt_without_valid_completion_is_dropped_for_all_models():
     nan = float("nan")
     ref = torch.cat([REF, torch.tensor([[[5.0], [5.0]]])])
     other = torch.cat([OTHER, torch.tensor([[[nan], [nan]]])])
-    res = evaluate({"ref": ref, "other": other}, ["x"], estimators=["quantile"], n_boot=20, normalize="none")
+    res = evaluate({"ref": ref, "other": other}, ["x"], specs=specs("quantile", normalisation="none"), n_boot=20)
     assert res.dropped_prompts == 1
     assert res.dominance["quantile"]["eps"][1][0] == pytest.approx(1 / 3, abs=1e-6)
 
@@ -124,7 +93,7 @@ def test_prompt_without_valid_completion_is_dropped_for_all_models():
 def test_dominating_model_passes_the_absolute_test():
     g = torch.Generator().manual_seed(0)
     ref = torch.randn(30, 4, 2, generator=g)
-    res = evaluate({"ref": ref, "up": ref + 2.0}, ["a", "b"], estimators=["quantile", "sinkhorn"], n_boot=50)
+    res = evaluate({"ref": ref, "up": ref + 2.0}, ["a", "b"], specs=specs("quantile", "sinkhorn"), n_boot=50)
     for est in ("quantile", "sinkhorn"):
         d = res.dominance[est]
         assert d["eps"][1][0] < 0.05 and d["absolute"]["reject"][1][0] and not d["absolute"]["reject"][0][1]
@@ -135,7 +104,7 @@ def test_dominating_model_passes_the_absolute_test():
 def test_three_models_are_ranked_and_tested_pairwise():
     g = torch.Generator().manual_seed(2)
     ref = torch.randn(30, 4, 2, generator=g)
-    res = evaluate({"ref": ref, "mid": ref + 1.0, "top": ref + 2.0}, ["a", "b"], estimators=["quantile"], n_boot=50)
+    res = evaluate({"ref": ref, "mid": ref + 1.0, "top": ref + 2.0}, ["a", "b"], specs=specs("quantile"), n_boot=50)
     d = res.dominance["quantile"]
     assert d["relative"]["ranking"] == ["top", "mid", "ref"] and d["relative"]["wins"] == [0, 1, 2]
     eps = torch.tensor(d["eps"])
@@ -152,8 +121,10 @@ def test_evaluate_rejects_bad_input():
         evaluate({"ref": REF, "other": OTHER[:1]}, ["x"])
     with pytest.raises(ValueError, match="attribute names"):
         evaluate({"ref": REF, "other": OTHER}, ["x", "y"])
-    with pytest.raises(ValueError, match="unknown normalize"):
-        evaluate({"ref": REF, "other": OTHER}, ["x"], normalize="minmax")
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        evaluate({"ref": REF, "other": OTHER}, ["x"], specs=[DominanceSpec(normalisation="minmax")])
+    with pytest.raises(ValueError, match="each estimator at most once"):
+        evaluate({"ref": REF, "other": OTHER}, ["x"], specs=specs("quantile", "quantile"))
 
 
 # ------------------------------------------------------------------------------ files
@@ -198,7 +169,7 @@ def test_score_with_a_real_bank():
 
 def test_report_files_and_numbers(tmp_path):
     res = evaluate({"ref": REF.expand(2, 2, 2).clone(), "other": OTHER.expand(2, 2, 2).clone()}, ["x", "y"],
-                   estimators=["quantile"], n_boot=20)
+                   specs=specs("quantile"), n_boot=20)
     paths = write_report(res, {"ref": REF.expand(2, 2, 2), "other": OTHER.expand(2, 2, 2)}, tmp_path, html_report=True)
     for key in ("markdown", "json", "html", "figure_quantiles", "figure_scatter", "figure_eps_quantile"):
         assert Path(paths[key]).is_file() and Path(paths[key]).stat().st_size > 0
@@ -209,36 +180,11 @@ def test_report_files_and_numbers(tmp_path):
     assert "eps(other ≽ ref) [quantile] = 0.333" in summary_table(res)
 
 
-# ------------------------------------------------------------------------------ generation, KL
-def test_generate_shapes_stop_and_seed(tiny_lms):
-    model, tok = load_model(str(tiny_lms["ref"]), device="cpu")
-    a = generate(model, tok, PROMPTS, 3, max_new_tokens=6, batch_size=3, seed=7, progress=False)
-    b = generate(model, tok, PROMPTS, 3, max_new_tokens=6, batch_size=3, seed=7, progress=False)
-    assert len(a.completions) == len(PROMPTS) and all(len(row) == 3 for row in a.completions)
-    assert a.completions == b.completions
-    for row in a.completion_ids:
-        for ids in row:
-            assert 1 <= len(ids) <= 6
-            assert (ids[:-1] != tok.eos_token_id).all()  # cut right after the first EOS
-    assert tok.decode(a.prompt_ids[0]).startswith("<bos> <user> hello how are you")
-
-
-def test_sequence_logprobs_match_a_manual_forward(tiny_lms):
-    model, tok = load_model(str(tiny_lms["ref"]), device="cpu")
-    gens = generate(model, tok, PROMPTS[:2], 2, max_new_tokens=5, seed=0, progress=False)
-    p, c = gens.prompt_ids[1], gens.completion_ids[1][0]
-    batched = sequence_logprobs(model, [gens.prompt_ids[0], p], [gens.completion_ids[0][1], c], batch_size=2)
-    with torch.no_grad():
-        logits = model(torch.cat([p, c])[None]).logits[0].double()
-    logp = torch.log_softmax(logits, -1)
-    manual = sum(float(logp[len(p) - 1 + t, c[t]]) for t in range(len(c)))
-    assert float(batched[1]) == pytest.approx(manual, abs=1e-4)
-
-
+# ------------------------------------------------------------------------------ KL
 def test_kl_estimate(tiny_lms):
-    ref, tok = load_model(str(tiny_lms["ref"]), device="cpu")
-    other, _ = load_model(str(tiny_lms["other"]), device="cpu")
-    gens = generate(other, tok, PROMPTS, 4, max_new_tokens=5, seed=0, progress=False)
+    ref, tok = load(tiny_lms["ref"])
+    other, _ = load(tiny_lms["other"])
+    gens = generate(other, tok, chat(PROMPTS), 4, sampling=Sampling(max_new_tokens=5), seed=0)
     assert kl_estimate(ref, ref, gens)["kl"] == 0.0
     kl = kl_estimate(other, ref, gens)
     assert math.isfinite(kl["kl"]) and kl["kl_se"] > 0
@@ -247,17 +193,17 @@ def test_kl_estimate(tiny_lms):
 def test_evaluate_models_end_to_end(tiny_lms, tmp_path):
     from reward_models import RewardBank
 
-    models = {name: load_model(str(p), device="cpu") for name, p in tiny_lms.items()}
+    models = {name: load(p) for name, p in tiny_lms.items()}
     bank = RewardBank(["length", {"type": "regex", "pattern": "good|great|nice|happy", "name": "positive"}])
-    out = evaluate_models(models, PROMPTS, bank, G=3, estimators=["quantile"], eps0=0.4, alpha=0.05,
-                          output_dir=tmp_path, seed=0, n_boot=20, max_new_tokens=6, progress=False)
+    out = evaluate_models(models, PROMPTS, bank, G=3, specs=specs("quantile"), eps0=0.4, alpha=0.05,
+                          output_dir=tmp_path, seed=0, n_boot=20, sampling=Sampling(max_new_tokens=6), progress=False)
     assert out["models"] == ["ref", "other"] and out["attributes"] == ["length", "positive"]
     assert out["kl"]["ref"]["kl"] == 0.0 and math.isfinite(out["kl"]["other"]["kl"])
     eps = out["dominance"]["quantile"]["eps"]
     assert all(math.isfinite(x) for row in eps for x in row) and eps[0][1] + eps[1][0] == pytest.approx(1.0)
     prompts, comps = read_completions(tmp_path / "completions.jsonl")
     assert prompts == PROMPTS and list(comps) == ["ref", "other"] and len(comps["ref"][0]) == 3
-    again = evaluate_completions(prompts, comps, bank, output_dir=tmp_path / "again", estimators=["quantile"],
+    again = evaluate_completions(prompts, comps, bank, output_dir=tmp_path / "again", specs=specs("quantile"),
                                  n_boot=20)
     assert again["dominance"]["quantile"]["eps"] == eps  # scoring the saved file gives the same numbers
 
@@ -265,12 +211,12 @@ def test_evaluate_models_end_to_end(tiny_lms, tmp_path):
 def test_kl_estimate_matches_the_exact_one_token_kl(tiny_lms):
     """With one new token, KL(pi || ref) = sum_v p(v) log p(v)/q(v) at the prompt's last position is exact;
     the Monte-Carlo estimate on G samples must fall within 4 of its own exact standard errors."""
-    model, tok = load_model(str(tiny_lms["other"]), device="cpu")
-    ref, _ = load_model(str(tiny_lms["ref"]), device="cpu")
+    model, tok = load(tiny_lms["other"])
+    ref, _ = load(tiny_lms["ref"])
     with torch.no_grad():  # sharpen the policy's next-token distribution: a KL far from 0
         model.lm_head.weight.mul_(40.0)
     G = 400
-    gens = generate(model, tok, PROMPTS[:2], G, max_new_tokens=1, seed=0, progress=False)
+    gens = generate(model, tok, chat(PROMPTS[:2]), G, sampling=Sampling(max_new_tokens=1), seed=0)
     exact, var = [], []
     with torch.no_grad():
         for ids in gens.prompt_ids:

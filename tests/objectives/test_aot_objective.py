@@ -6,7 +6,12 @@ import math
 import pytest
 import torch
 
+from multidom.core.spec import DominanceSpec
 from multidom.objectives.aot import aot_paired_loss, aot_unpaired_loss, soft_sort
+
+
+def spec(cost: str, **kw) -> DominanceSpec:
+    return DominanceSpec(estimator="quantile", cost=cost, normalisation="none", **kw)
 
 
 def _softplus(x: float) -> float:
@@ -20,9 +25,11 @@ def test_unpaired_hand_values():
     expected = (_softplus(-1) + _softplus(1) + _softplus(-1)) / 3
     assert float(aot_unpaired_loss(u, v, beta=1.0)) == pytest.approx(expected, rel=1e-6)
     # hinge: mean max(v_(i) - u_(i), 0) = (0 + 1 + 0) / 3
-    assert float(aot_unpaired_loss(u, v, cost="hinge")) == pytest.approx(1 / 3)
+    assert float(aot_unpaired_loss(u, v, beta=1.0, spec=spec("hinge"))) == pytest.approx(1 / 3)
+    # beta scales the implicit rewards: hinge(beta t) = beta hinge(t)
+    assert float(aot_unpaired_loss(u, v, beta=0.5, spec=spec("hinge"))) == pytest.approx(1 / 6)
     # squared hinge with margin 1: max(-1 + 1, 0)^2, max(1 + 1, 0)^2, max(-1 + 1, 0)^2 -> 4 / 3
-    assert float(aot_unpaired_loss(u, v, cost="squared_hinge", margin=1.0)) == pytest.approx(4 / 3)
+    assert float(aot_unpaired_loss(u, v, beta=1.0, spec=spec("squared_hinge", margin=1.0))) == pytest.approx(4 / 3)
 
 
 def test_label_smoothing_is_trls_formula():
@@ -48,7 +55,7 @@ def test_unequal_sizes_use_the_quantile_coupling():
     v = torch.tensor([0.0, 0.0, 3.0, 3.0])  # each mass 1/4
     # quantiles: u = 0 on (0, 1/2], 1 on (1/2, 1]; v = 0 on (0, 1/2], 3 on (1/2, 1]
     # hinge: 1/2 * max(0 - 0, 0) + 1/2 * max(3 - 1, 0) = 1
-    assert float(aot_unpaired_loss(u, v, cost="hinge")) == pytest.approx(1.0)
+    assert float(aot_unpaired_loss(u, v, beta=1.0, spec=spec("hinge"))) == pytest.approx(1.0)
 
 
 def test_gradient_pushes_chosen_up_and_rejected_down():
@@ -77,10 +84,17 @@ def test_soft_sort_converges_to_sort_and_is_smooth():
         (torch.zeros(3, 1), torch.zeros(3), {}, "1-D tensor"),
         (torch.tensor([float("nan")]), torch.zeros(1), {}, "NaN"),
         (torch.zeros(2), torch.zeros(2), {"label_smoothing": 0.5}, "label_smoothing"),
-        (torch.zeros(2), torch.zeros(2), {"cost": "hinj"}, "unknown cost"),
+        (torch.zeros(2), torch.zeros(2), {"beta": 0.0}, "beta"),
+        (torch.zeros(2), torch.zeros(2), {"beta": "0.1"}, "beta"),
+        (torch.zeros(2), torch.zeros(2), {"spec": DominanceSpec(estimator="quantile")}, "normalisation must be 'none'"),
         (torch.zeros(2), torch.zeros(3), {"soft_sort_tau": 0.1}, "soft sort"),
     ],
 )
 def test_bad_inputs(u, v, kwargs, match):
     with pytest.raises(ValueError, match=match):
         aot_unpaired_loss(u, v, **kwargs)
+
+
+def test_unknown_cost_is_refused_when_the_spec_is_built():
+    with pytest.raises(ValueError, match="unknown cost 'hinj'; did you mean 'hinge'"):
+        spec("hinj")

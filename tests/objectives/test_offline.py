@@ -9,6 +9,7 @@ import torch
 from aot_tiny import tiny_model, tiny_tokenizer
 from datasets import Dataset
 
+from multidom.core.spec import DominanceSpec
 from multidom.objectives.offline import candidate_weights, offline_dominance_loss
 from multidom.trainers.offline import OfflineDominanceConfig, OfflineDominanceTrainer
 
@@ -19,8 +20,8 @@ def test_two_candidates_hinge_by_hand():
     # on (1/2, s] P sits at 0 while Q sits at 1 -> hinge cost 1 on mass s - 1/2.
     logratios = torch.tensor([[1.0, 0.0]], requires_grad=True)
     rewards = torch.tensor([[[0.0], [1.0]]])
-    loss, stats = offline_dominance_loss(logratios, rewards, beta=1.0, estimator="quantile", cost="hinge",
-                                         normalize="none")
+    loss, stats = offline_dominance_loss(logratios, rewards, beta=1.0,
+                                         spec=DominanceSpec(estimator="quantile", cost="hinge", normalisation="none"))
     s = 1 / (1 + math.exp(-1))
     assert float(loss.detach()) == pytest.approx(s - 0.5, rel=1e-6)
     loss.backward()
@@ -45,11 +46,11 @@ def test_gradient_at_the_reference_favours_dominating_candidates(estimator, opti
     # attributes (a zero gradient here would leave training stuck at the start).
     logratios = torch.zeros(3, 3, requires_grad=True)
     rewards = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]] * 3)
-    loss, stats = offline_dominance_loss(logratios, rewards, beta=1.0, estimator=estimator, cost="logistic",
-                                         **options)
+    loss, stats = offline_dominance_loss(logratios, rewards, beta=1.0,
+                                         spec=DominanceSpec(estimator=estimator, cost="logistic", options=options))
     assert float(stats["kl"]) == pytest.approx(0.0, abs=1e-7)
     if estimator != "sinkhorn":
-        assert float(stats["violation_ratio"]) == pytest.approx(0.5, abs=1e-5)
+        assert float(stats["eps"]) == pytest.approx(0.5, abs=1e-5)
     loss.backward()
     g = logratios.grad
     assert (g[:, 2] < 0).all() and (g[:, 0] > 0).all()  # raising the best candidate lowers the violation
@@ -80,40 +81,9 @@ def test_training_moves_weight_to_dominating_candidates(tmp_path):
     before = tr.evaluate()
     tr.train()
     after = tr.evaluate()
-    assert before["eval_dominance/sinkhorn/violation_ratio"] == pytest.approx(0.5, abs=1e-4)
-    assert after["eval_dominance/sinkhorn/violation_ratio"] < 0.3
+    assert before["eval_dominance/sinkhorn/eps"] == pytest.approx(0.5, abs=1e-4)
+    assert after["eval_dominance/sinkhorn/eps"] < 0.3
     assert after["eval_rewards/helpful/policy_mean"] > before["eval_rewards/helpful/policy_mean"] + 0.1
     assert after["eval_kl"] > 0.01
     logged = [r for r in tr.state.log_history if "dominance/sinkhorn/violation" in r]
     assert logged and "rewards/harmless/policy_mean" in logged[0] and "kl" in logged[0]
-
-
-def test_run_from_example_config_with_reward_bank(tmp_path):
-    """configs/offline_multireward.yaml with the candidates scored once by the reward bank (no reward columns)."""
-    import json
-    from pathlib import Path
-
-    from multidom.config import load_config
-    from multidom.trainers.offline import run_from_config
-
-    tiny = tmp_path / "tiny"
-    tiny_model(seed=8).save_pretrained(tiny)
-    tiny_tokenizer().save_pretrained(tiny)
-    data = tmp_path / "cands.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"Q{i}:", "completions": ["abab", "zz top", "ab"]}) + "\n"
-                            for i in range(8)))
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "offline_multireward.yaml", [
-        f"model.name_or_path={tiny}", "model.peft=null", f"data.train={data}", "data.reward_columns=null",
-        "data.reward_models=[{type: regex, pattern: ab, name: has_ab}, {type: brevity, unit: chars}]",
-        "training.report_to=none", "training.use_cpu=true", "training.max_steps=1", "training.max_length=32",
-        "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=2", "training.save_strategy=no",
-        "training.estimator=quantile", "training.estimator_options={}"])
-    assert cfg.pop("trainer") == "offline"
-    out = run_from_config(cfg, output_dir=str(tmp_path / "run"))
-    assert out["global_step"] == 1 and Path(out["model_path"]).is_dir()
-    row = out["final_metrics"]
-    # policy == reference at step 1: uniform weights, so the policy means are the plain means of the scores
-    assert row["rewards/has_ab/policy_mean"] == pytest.approx(2 / 3, rel=1e-5)  # "abab", "ab" match; "zz top" not
-    assert row["rewards/brevity/policy_mean"] == pytest.approx(-(4 + 6 + 2) / 3, rel=1e-5)  # lower length is better
-    assert row["dominance/quantile/violation_ratio"] == pytest.approx(0.5, abs=1e-5)
-    assert (tmp_path / "run" / "metrics.jsonl").is_file()

@@ -6,19 +6,21 @@ import math
 import pytest
 import torch
 
-from multidom.objectives.online import (
-    advantages_from_potentials,
-    dominance_potentials,
-    make_violation,
-    normalise,
-)
+from multidom.core.normalize import normalise_pair
+from multidom.core.spec import DominanceSpec
+from multidom.objectives.online import advantages_from_potentials, dominance_potentials
 from multidom.trainers.online import DominanceReward, OnlineDominanceConfig
 from multidom.trainers.online_baseline import Scorer, as_bank
 
 
+def spec(estimator: str, cost: str = "hinge", normalisation: str = "none", **options) -> DominanceSpec:
+    """A spec on un-normalised points (the hand values below are computed on the raw clouds)."""
+    return DominanceSpec(estimator=estimator, cost=cost, options=options, normalisation=normalisation)
+
+
 def _cfg(tmp_path, **kw) -> OnlineDominanceConfig:
     base = dict(output_dir=str(tmp_path), report_to="none", num_generations=2, per_device_train_batch_size=4,
-                estimator="quantile", normalisation="none", plot_steps=0, all_estimators_steps=0, use_cpu=True)
+                dominance=spec("quantile"), plot_steps=0, all_estimators_steps=0, use_cpu=True)
     base.update(kw)
     return OnlineDominanceConfig(**base)
 
@@ -42,7 +44,7 @@ def test_potentials_hand_values(estimator):
     x = torch.tensor([[[0.0], [2.0]]])
     y = torch.tensor([[[1.0], [1.0]]])
     ones = torch.ones(1, 2, dtype=torch.bool)
-    pot = dominance_potentials(x, ones, y, ones, make_violation(estimator, cost="hinge"))
+    pot = dominance_potentials(x, ones, y, ones, spec(estimator))
     assert pot.phi[0].tolist() == pytest.approx([0.5, -0.5], abs=1e-6)
     assert float(pot.violation) == pytest.approx(0.5, abs=1e-6)
     assert advantages_from_potentials(pot.phi, pot.valid)[0].tolist() == pytest.approx([-0.5, 0.5], abs=1e-6)
@@ -59,7 +61,7 @@ def test_potentials_at_a_weight_tie_are_the_mean_of_the_one_sided_derivatives(es
     x = torch.tensor([[[0.0], [2.0]]], dtype=torch.float64)
     y = torch.tensor([[[1.0], [3.0]]], dtype=torch.float64)
     ones = torch.ones(1, 2, dtype=torch.bool)
-    pot = dominance_potentials(x, ones, y, ones, make_violation(estimator, cost="hinge", seed=0))
+    pot = dominance_potentials(x, ones, y, ones, spec(estimator, **({"seed": 0} if estimator == "sliced" else {})))
     assert pot.phi[0].tolist() == pytest.approx([0.75, -0.75], abs=1e-12)
     assert float(pot.violation) == pytest.approx(1.0, abs=1e-12)
 
@@ -73,7 +75,7 @@ def test_better_sample_gets_larger_advantage_every_estimator():
     xm, ym = torch.ones(3, 4, dtype=torch.bool), torch.ones(3, 5, dtype=torch.bool)
     for est in ("exact", "quantile", "sliced", "sinkhorn"):
         for grouping in ("per_prompt", "pooled"):
-            pot = dominance_potentials(x, xm, y, ym, make_violation(est, seed=0), grouping)
+            pot = dominance_potentials(x, xm, y, ym, spec(est, **({"seed": 0} if est == "sliced" else {})), grouping)
             adv = advantages_from_potentials(pot.phi, pot.valid)
             assert (adv[:, 0] > 0).all() and (adv[:, 1] < 0).all(), (est, grouping)
             assert adv.sum(-1).abs().max() < 1e-5  # centred per prompt
@@ -83,7 +85,7 @@ def test_masked_sample_leaves_the_cloud():
     torch.manual_seed(1)
     x, y = torch.randn(2, 3, 2), torch.randn(2, 4, 2)
     ones_x, ones_y = torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 4, dtype=torch.bool)
-    v = make_violation("sinkhorn", reg=0.1, tol=1e-8)
+    v = spec("sinkhorn", reg=0.1, tol=1e-8)
     ref = dominance_potentials(x[:, :2], ones_x[:, :2], y, ones_y, v)
     x_nan = x.clone()
     x_nan[:, 2] = float("nan")  # third sample masked (NaN reward): must not change the others' potentials
@@ -98,7 +100,7 @@ def test_prompt_without_baseline_is_skipped_not_nan():
     xm = torch.ones(2, 3, dtype=torch.bool)
     ym = torch.ones(2, 4, dtype=torch.bool)
     ym[1] = False
-    pot = dominance_potentials(x, xm, y, ym, make_violation("quantile"))
+    pot = dominance_potentials(x, xm, y, ym, spec("quantile"))
     assert pot.active.tolist() == [True, False]
     assert pot.phi[1].tolist() == [0.0, 0.0, 0.0] and torch.isfinite(pot.phi).all()
 
@@ -106,15 +108,15 @@ def test_prompt_without_baseline_is_skipped_not_nan():
 def test_attribute_count_mismatch_is_an_error():
     with pytest.raises(ValueError, match="d = 3 attributes but the reward bank gives d = 2"):
         dominance_potentials(torch.zeros(1, 2, 2), torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2, 3),
-                             torch.ones(1, 2, dtype=torch.bool), make_violation("quantile"))
+                             torch.ones(1, 2, dtype=torch.bool), spec("quantile"))
 
 
 def test_unknown_estimator_and_grouping():
-    with pytest.raises(ValueError, match="unknown estimator 'sinkhorm'"):
-        make_violation("sinkhorm")
+    with pytest.raises(ValueError, match="unknown estimator 'sinkhorm'; did you mean 'sinkhorn'"):
+        spec("sinkhorm")
     with pytest.raises(ValueError, match="unknown grouping"):
         dominance_potentials(torch.zeros(1, 2, 1), torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2, 1),
-                             torch.ones(1, 2, dtype=torch.bool), make_violation("quantile"), "per_token")
+                             torch.ones(1, 2, dtype=torch.bool), spec("quantile"), "per_token")
 
 
 # ------------------------------------------------------------------------------------- normalisation
@@ -122,14 +124,14 @@ def test_zscore_and_cdf_hand_values():
     base = torch.tensor([[[0.0, 5.0], [2.0, 5.0]]])  # attribute 0: mean 1, std 1; attribute 1 constant
     ym = torch.ones(1, 2, dtype=torch.bool)
     pol = torch.tensor([[[3.0, 6.0]]])
-    xz, yz = normalise(pol, base, ym, "zscore")
+    xz, yz = normalise_pair(pol, base, ym, "zscore")
     assert xz.tolist() == [[[2.0, 1.0]]]  # constant attribute only centred
     assert yz.tolist() == [[[-1.0, 0.0], [1.0, 0.0]]]
-    xc, yc = normalise(pol, base, ym, "cdf")
+    xc, yc = normalise_pair(pol, base, ym, "cdf")
     assert xc.tolist() == [[[1.0, 1.0]]]
     assert yc.tolist() == [[[0.25, 0.5], [0.75, 0.5]]]  # mid-ranks: (0 + 1) / 4, (1 + 2) / 4; ties (2 + 2) / 4
     with pytest.raises(ValueError, match="unknown normalisation"):
-        normalise(pol, base, ym, "minmax")
+        normalise_pair(pol, base, ym, "minmax")
 
 
 # --------------------------------------------------------------------------- the TRL reward aggregator
@@ -202,13 +204,19 @@ def test_buffer_baseline(tmp_path):
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="scale_rewards must be 'none'"):
         _cfg(tmp_path, scale_rewards="group")
-    with pytest.raises(ValueError, match="estimator must be one of"):
-        _cfg(tmp_path, estimator="wasserstein")
+    with pytest.raises(ValueError, match="unknown estimator 'wasserstein'"):
+        _cfg(tmp_path, dominance={"estimator": "wasserstein"})
+    with pytest.raises(ValueError, match="dominance.reg was renamed: use dominance.options.reg"):
+        _cfg(tmp_path, dominance={"reg": 0.1})
+    with pytest.raises(ValueError, match="option.*'foo'.*do not apply to estimator 'sinkhorn'"):
+        _cfg(tmp_path, dominance={"estimator": "sinkhorn", "options": {"foo": 1}})
     with pytest.raises(ValueError, match="baseline_source must be one of"):
         _cfg(tmp_path, baseline_source="ref")
-    cfg = _cfg(tmp_path, estimator="sliced", seed=3)
+    cfg = _cfg(tmp_path, dominance={"estimator": "sliced"}, seed=3)
     assert cfg.beta > 0  # KL on by default
-    assert cfg.violation_kwargs(step=4)["seed"] == 7  # same slices on every process, new ones every step
+    assert cfg.step_options(4) == {"seed": 7}  # same slices on every process, new ones every step
+    assert _cfg(tmp_path, dominance={"estimator": "sliced", "options": {"seed": 1}}).step_options(4) == {}
+    assert cfg.step_options(4, "quantile") == {}
 
 
 @pytest.mark.parametrize("estimator", ["quantile", "sliced", "sinkhorn"])
@@ -219,13 +227,12 @@ def test_eps_from_the_potentials_solve_equals_violation_ratio(estimator):
     x, y = torch.randn(3, 6, 2) + 0.3, torch.randn(3, 5, 2)
     xm, ym = torch.ones(3, 6, dtype=torch.bool), torch.ones(3, 5, dtype=torch.bool)
     xm[0, 1] = False
-    kw = dict(cost="hinge", seed=4, reg=0.2, tol=1e-9)
-    pot = dominance_potentials(x, xm, y, ym, make_violation(estimator, **kw))
-    kept = {k: v for k, v in kw.items() if k == "cost" or (estimator == "sliced" and k == "seed")
-            or (estimator == "sinkhorn" and k in ("reg", "tol"))}
-    ref = multidom.violation_ratio((x, xm.float()), (y, ym.float()), estimator=estimator, **kept)
+    options = {"sliced": {"seed": 4}, "sinkhorn": {"reg": 0.2, "tol": 1e-9}}.get(estimator, {})
+    pot = dominance_potentials(x, xm, y, ym, spec(estimator, **options))
+    ref = multidom.violation_ratio((x, xm.float()), (y, ym.float()), estimator=estimator, cost="hinge", **options)
     torch.testing.assert_close(pot.eps, ref, atol=1e-5, rtol=1e-5)
-    assert make_violation("quantile", cost="squared_hinge").spec[1].tie_slope is None  # falls back to a solve
+    no_tie = dominance_potentials(x, xm, y, ym, spec("quantile", cost="squared_hinge"))
+    assert no_tie.eps is None  # no tie slope: the ratio needs a second solve (done only for logging)
 
 
 @pytest.mark.parametrize("disable_tqdm", [False, True])
@@ -236,11 +243,14 @@ def test_reference_baseline_sampling_shows_progress_unless_tqdm_is_disabled(tmp_
 
     calls = []
 
-    def fake_sample(model, tokenizer, prompts, n, **kwargs):
-        calls.append(kwargs)
-        return [["yes"] * n for _ in prompts], [[[1]] * n for _ in prompts]
+    def fake_generate(model, tokenizer, prompts, n, **kwargs):
+        from multidom.lm.generation import Generations
 
-    monkeypatch.setattr(ob, "sample_completions", fake_sample)
+        calls.append(kwargs)
+        return Generations(list(prompts), [["yes"] * n for _ in prompts], [torch.tensor([1]) for _ in prompts],
+                           [[torch.tensor([1])] * n for _ in prompts])
+
+    monkeypatch.setattr(ob, "generate", fake_generate)
     cfg = _cfg(tmp_path, baseline_source="reference", baseline_samples=2, disable_tqdm=disable_tqdm)
     out = ob.add_baseline_column(Dataset.from_dict({"prompt": ["p", "q"]}), cfg, _table_scorer({"yes": [1.0, 2.0]}),
                                  model=object(), tokenizer=object())

@@ -15,9 +15,9 @@ from datasets import Dataset
 from safetensors.torch import load_file
 
 import multidom
-from multidom.config import load_config
+from multidom.app.config import load_config
 from multidom.trainers.aot import AOTConfig, AOTTrainer, run_from_config
-from multidom.trainers.data import sequence_logps
+from multidom.lm.tokenize import sequence_logps
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

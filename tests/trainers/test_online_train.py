@@ -1,6 +1,6 @@
 """Tiny-model runs of the online dominance trainer on a task with exactly known rewards (issue 5).
 
-The toy task (:mod:`multidom.trainers.online_toy`): attributes share of class-A tokens, share of class-B
+The toy task (:mod:`multidom.app.toy`): attributes share of class-A tokens, share of class-B
 tokens, brevity. A random tiny Llama starts at ``eps(policy ≽ reference) ≈ 0.5`` against itself; after a
 short CPU run it must be below 0.3 on held-out prompts with every attribute's mean at or above the
 reference's. The flipped-sign control shows the assertion can fail: the same run with ``+phi`` as the
@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import multidom
 from multidom.trainers.online import MultiDomTrainer, OnlineDominanceConfig, run_from_config
 from multidom.trainers.online_baseline import as_bank
-from multidom.trainers.online_toy import build_toy_model, reward_cloud, toy_prompts, toy_rewards
+from multidom.app.toy import build_toy_model, reward_cloud, toy_prompts, toy_rewards
 
 pytestmark = pytest.mark.slow
 STEPS = 24

@@ -5,10 +5,11 @@ Sections::
     seed: 0
     cache_dir: null          # SFT cache (default $MULTIDOM_CACHE or ~/.cache/multidom/quickstart)
     data: {...}              # DataConfig: chatterbot pairs, held-out split, alignment prompts
-    model: {...}             # multidom.quickstart.lm.TinyLMConfig: tokenizer and tiny Llama shape
-    sft: {...}               # multidom.quickstart.sft.SFTConfig
+    tiny_lm: {...}           # multidom.app.quickstart.lm.TinyLMConfig: tokenizer and tiny Llama shape
+    sft: {...}               # multidom.app.quickstart.sft.SFTConfig
     rewards: [...]           # reward bank: reward_models.create specs
-    training: {...}          # multidom.trainers.online_config.OnlineDominanceConfig fields (GRPO + dominance)
+    dominance: {...}         # the alignment's DominanceSpec (multidom.core.spec)
+    training: {...}          # multidom.trainers.online_config.OnlineDominanceConfig fields (TRL GRPO + dominance)
     evaluation: {...}        # EvalConfig: held-out comparison of the aligned model with the SFT reference
 
 Unknown keys raise ``ValueError`` naming the section and the closest valid key.
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from multidom.config import check_keys, from_mapping
-from multidom.quickstart.lm import TinyLMConfig
-from multidom.quickstart.sft import SFTConfig
+from multidom.app.config import check_keys, from_mapping
+from multidom.app.quickstart.lm import TinyLMConfig
+from multidom.app.quickstart.sft import SFTConfig
 
 __all__ = ["DEFAULT_REWARDS", "DataConfig", "EvalConfig", "QuickstartConfig", "default_cache_dir"]
 
@@ -70,12 +71,8 @@ class EvalConfig:
 
     num_generations: int = 8
     """Completions sampled per held-out prompt and model."""
-    estimators: list[str] = field(default_factory=lambda: ["quantile", "sliced", "sinkhorn"])
-    """Violation estimators reported; the first is the headline of the printed table."""
-    cost: str = "hinge"
-    """Violation cost of the evaluation ratios."""
-    estimator_options: dict[str, Any] = field(default_factory=dict)
-    """Per-estimator options, e.g. {sinkhorn: {reg: 0.1}}."""
+    dominance: Any = field(default_factory=lambda: ["quantile", "sliced", "sinkhorn"])
+    """One DominanceSpec per estimator reported (a mapping or an estimator name; the first is the headline)."""
     eps0: float = 0.4
     """Threshold of the absolute test (H0: eps >= eps0)."""
     alpha: float = 0.05
@@ -94,15 +91,14 @@ class EvalConfig:
     """Also write report.html."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.estimators, str):
-            self.estimators = [self.estimators]
-        if not self.estimators:
-            raise ValueError("evaluation.estimators must name at least one estimator")
+        from multidom.evaluation.analysis import eval_specs
+
+        self.specs = eval_specs(self.dominance)
         if self.num_generations < 1:
             raise ValueError(f"evaluation.num_generations must be >= 1, got {self.num_generations}")
 
 
-_SECTIONS = ("seed", "cache_dir", "data", "model", "sft", "rewards", "training", "evaluation")
+_SECTIONS = ("seed", "cache_dir", "data", "tiny_lm", "sft", "rewards", "dominance", "training", "evaluation")
 
 
 @dataclass
@@ -114,12 +110,14 @@ class QuickstartConfig:
     cache_dir: str | None = None
     """Where the SFT model is cached (keyed by the hash of data/model/sft/seed); None: default_cache_dir()."""
     data: DataConfig = field(default_factory=DataConfig)
-    model: TinyLMConfig = field(default_factory=TinyLMConfig)
+    tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rewards: list[Any] = field(default_factory=lambda: list(DEFAULT_REWARDS))
     """Reward bank specs (reward_models.create): names or {type: ..., ...} mappings."""
+    dominance: dict[str, Any] = field(default_factory=dict)
+    """The alignment's DominanceSpec over the quickstart's defaults (multidom.app.quickstart.pipeline)."""
     training: dict[str, Any] = field(default_factory=dict)
-    """OnlineDominanceConfig fields; output_dir, seed and rewards are filled in by the quickstart."""
+    """OnlineDominanceConfig fields; output_dir and seed are filled in by the quickstart."""
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     @classmethod
@@ -130,20 +128,25 @@ class QuickstartConfig:
         training = config.get("training") or {}
         if not isinstance(training, Mapping):
             raise ValueError(f"training section must be a mapping, got {type(training).__name__}")
-        for key in ("output_dir", "rewards"):
-            if key in training:
-                raise ValueError(f"training.{key} is set by the quickstart; remove it "
-                                 f"({'use --output-dir' if key == 'output_dir' else 'use the rewards section'})")
+        if "output_dir" in training:
+            raise ValueError("training.output_dir is set by the quickstart; remove it (use --output-dir)")
+        dominance = config.get("dominance") or {}
+        if not isinstance(dominance, Mapping):
+            raise ValueError(f"dominance section must be a mapping, got {type(dominance).__name__}")
+        seed = config.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
         rewards = config.get("rewards", list(DEFAULT_REWARDS))
         if not isinstance(rewards, list) or not rewards:
             raise ValueError("rewards must be a non-empty list of reward specs")
         return cls(
-            seed=int(config.get("seed", 0)),
+            seed=seed,
             cache_dir=config.get("cache_dir"),
             data=from_mapping(DataConfig, config.get("data"), "data"),
-            model=from_mapping(TinyLMConfig, config.get("model"), "model"),
+            tiny_lm=from_mapping(TinyLMConfig, config.get("tiny_lm"), "tiny_lm"),
             sft=from_mapping(SFTConfig, config.get("sft"), "sft"),
             rewards=rewards,
+            dominance=dict(dominance),
             training=dict(training),
             evaluation=from_mapping(EvalConfig, config.get("evaluation"), "evaluation"),
         )

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+from transformers import PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
 
-from multidom.quickstart.data import ChatPair
-from multidom.quickstart.lm import TinyLMConfig, build_model, train_tokenizer
+from multidom.app.quickstart.data import ChatPair
+from multidom.app.quickstart.lm import TinyLMConfig, build_model, train_tokenizer
 
 __all__ = ["SFTConfig", "cache_key", "encode_pairs", "load_or_train_sft", "load_sft"]
 
@@ -188,8 +188,10 @@ def _train(model, input_ids, mask, labels, cfg: SFTConfig, *, seed: int, progres
 
 
 def load_sft(path: str | os.PathLike) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
-    """Load a cached SFT model and its tokenizer (safetensors, no pickle)."""
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    """Load a cached SFT model and its tokenizer (safetensors, no pickle) with multidom's one loader."""
+    from multidom.lm.loading import ModelSpec, load_model, load_tokenizer
+
+    spec = ModelSpec(str(path))
+    model, tokenizer = load_model(spec), load_tokenizer(spec)
     model.eval()
     return model, tokenizer

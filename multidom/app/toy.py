@@ -88,11 +88,11 @@ def toy_prompts(n: int, seed: int = 0, length: int = 3) -> list[str]:
 def reward_cloud(model: Any, tokenizer: Any, prompts: Sequence[str], samples: int, scorer: Any, *,
                  max_new_tokens: int = 8, seed: int = 0) -> torch.Tensor:
     """``(len(prompts), samples, d)`` reward vectors of ``model``'s sampled completions (temperature 1)."""
-    from multidom.trainers.online_baseline import sample_completions
+    from multidom.lm.generation import Sampling, generate
 
-    torch.manual_seed(seed)
-    comps, ids = sample_completions(model, tokenizer, list(prompts), samples, max_new_tokens=max_new_tokens,
-                                    batch_size=64)
+    gens = generate(model, tokenizer, list(prompts), samples, sampling=Sampling(max_new_tokens=max_new_tokens),
+                    batch_size=max(1, 64 // samples), seed=seed)
     flat_p = [p for p in prompts for _ in range(samples)]
-    values = scorer(flat_p, [c for cs in comps for c in cs], completion_ids=[i for r in ids for i in r])
+    values = scorer(flat_p, [c for cs in gens.completions for c in cs],
+                    completion_ids=[t.tolist() for r in gens.completion_ids for t in r])
     return values.reshape(len(prompts), samples, -1)

@@ -22,180 +22,32 @@ with ``--resume`` to continue.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from multidom.config import ConfigError, apply_overrides, load_config, unknown_key_message
+from multidom.app.config import apply_overrides, load_config
+from multidom.app.guards import (
+    check_local_paths,
+    check_reward_types,
+    ensure_writable,
+    find_default_config,
+    finish_wandb,
+    one_line,
+    set_aside_incomplete_checkpoints,
+)
+from multidom.keys import ConfigError, unknown_key_message
 
-__all__ = ["main", "RUNNERS", "find_default_config", "build_parser"]
+__all__ = ["main", "TRAINERS", "build_parser"]
 
-#: ``trainer:`` value -> ``"module:function"`` of its runner (imported lazily: importing the CLI stays cheap).
-RUNNERS: dict[str, str] = {
-    "online": "multidom.trainers.online:run_from_config",
-    "aot": "multidom.trainers.aot:run_from_config",
-    "offline": "multidom.trainers.offline:run_from_config",
-    "quickstart": "multidom.quickstart:run_from_config",
-}
+#: ``trainer:`` values (the recipes of :mod:`multidom.app.recipes`, plus the quickstart pipeline).
+TRAINERS = ("online", "aot", "offline", "quickstart")
 
-#: Config keys whose value, when it looks like a local path (``/``, ``./``, ``../``, ``~``), must exist.
-_PATH_KEYS = frozenset({
-    "model", "name_or_path", "model_name_or_path", "model_path", "ref_model", "ref_model_name_or_path",
-    "reference_model", "tokenizer", "tokenizer_name_or_path", "checkpoint", "path", "prompts", "completions",
-    "train", "eval", "desirable", "undesirable", "data_files", "training_metrics", "checkpoints",
-})
-_REWARD_KEYS = frozenset({"rewards", "reward_models"})
 _EXIT_ERROR = 1
 _EXIT_INTERRUPT = 130
-
-
-class CLIError(Exception):
-    """A problem the user can fix; printed as one line."""
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-def find_default_config(name: str = "quickstart.yaml") -> Path:
-    """Locate ``configs/<name>``: the repository checkout next to the package, then the package data
-    (``multidom/configs/``), then the current directory."""
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / "configs" / name, here / "configs" / name, Path.cwd() / "configs" / name]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"default config {name} not found (looked in {', '.join(str(c.parent) for c in candidates)}); pass --config"
-    )
-
-
-def resolve_runner(trainer: Any) -> Callable[..., dict]:
-    """Import the runner of ``trainer`` (a key of :data:`RUNNERS`)."""
-    if not isinstance(trainer, str) or trainer not in RUNNERS:
-        if trainer is None:
-            raise ConfigError(f"config has no 'trainer:' key; choose one of {', '.join(sorted(RUNNERS))}")
-        raise ConfigError(unknown_key_message(str(trainer), RUNNERS).replace("unknown key", "unknown trainer", 1))
-    module_name, attr = RUNNERS[trainer].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise CLIError(f"trainer {trainer!r} is not available in this installation ({exc.name} is missing)") from exc
-        raise CLIError(f"trainer {trainer!r} needs the package {exc.name!r}: pip install it") from exc
-    return getattr(module, attr)
-
-
-def check_local_paths(config: Any, where: str = "") -> None:
-    """Fail early, in one line, when a model/data key names a local path that does not exist.
-
-    Only values that are unambiguously local (absolute, ``./``, ``../`` or ``~``) are checked; hub
-    ids are left to the libraries that own them.
-    """
-    if isinstance(config, dict):
-        for key, value in config.items():
-            path = f"{where}.{key}" if where else str(key)
-            if key in _PATH_KEYS and isinstance(value, str) and _looks_local(value):
-                if not Path(value).expanduser().exists():
-                    raise FileNotFoundError(f"{path}: path does not exist: {value}")
-            check_local_paths(value, path)
-    elif isinstance(config, list):
-        for i, value in enumerate(config):
-            check_local_paths(value, f"{where}.{i}")
-
-
-def check_reward_types(config: Any) -> None:
-    """Fail early, in one line, on an unknown reward-model type in any ``rewards``/``reward_models`` list
-    (before models are loaded); the registry answers with close matches."""
-    specs = list(_reward_specs(config))
-    if not specs:
-        return
-    import reward_models
-
-    for spec in specs:
-        name = spec.get("type") if isinstance(spec, dict) else spec
-        if isinstance(name, str):
-            reward_models.get_factory(name)
-
-
-def _reward_specs(config: Any):
-    if isinstance(config, dict):
-        for key, value in config.items():
-            if key in _REWARD_KEYS and isinstance(value, list):
-                yield from value
-            else:
-                yield from _reward_specs(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _reward_specs(value)
-
-
-def _looks_local(value: str) -> bool:
-    return value.startswith(("/", "./", "../", "~")) or value in {".", ".."}
-
-
-def ensure_writable(output_dir: str | os.PathLike) -> Path:
-    """Create ``output_dir`` and check a file can be written in it; a one-line error otherwise."""
-    out = Path(output_dir).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".multidom-write-test-"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise CLIError(f"output directory {out} is not writable: {reason}") from exc
-    return out
-
-
-_MAX_MESSAGE = 600
-
-
-def _one_line(exc: BaseException) -> str:
-    """The exception as one line: its lines joined (library messages put the hint, e.g. "pass a local
-    path", on a later line), capped in length; the type is named unless the error is one of ours."""
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
-    if "huggingface.co" in text and "local path" not in text:  # DESIGN.md §7: say how to work offline
-        text = f"{text[:_MAX_MESSAGE // 2]} -> without the hub, download it once and pass its local path"
-    if len(text) > _MAX_MESSAGE:
-        text = text[: _MAX_MESSAGE - 3] + "..."
-    if isinstance(exc, (ConfigError, CLIError, FileNotFoundError)) or type(exc) is ValueError:
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def set_aside_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Rename the newest ``checkpoint-N`` folder of each run directory when an interrupt cut its save
-    short (no ``trainer_state.json``, which the Trainer writes after the weights and optimizer) to
-    ``incomplete-checkpoint-N``, so that ``--resume`` continues from the last complete checkpoint.
-    Only the newest one per directory can have been cut short; older ones are never touched."""
-    newest: dict[Path, Path] = {}
-    for ckpt in Path(output_dir).glob("**/checkpoint-*"):
-        step = ckpt.name.removeprefix("checkpoint-")
-        if ckpt.is_dir() and step.isdigit():
-            best = newest.get(ckpt.parent)
-            if best is None or int(step) > int(best.name.removeprefix("checkpoint-")):
-                newest[ckpt.parent] = ckpt
-    moved = []
-    for ckpt in newest.values():
-        if not (ckpt / "trainer_state.json").is_file():
-            target = ckpt.with_name(f"incomplete-{ckpt.name}")
-            ckpt.rename(target)
-            moved.append(target)
-    return moved
-
-
-def _finish_wandb(exit_code: int) -> None:
-    """Close an active wandb run so its offline files are complete and synced later with
-    ``wandb sync <output_dir>/wandb/offline-run-*`` (no-op when wandb was not used)."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        try:
-            wandb.finish(exit_code=exit_code)
-        except Exception:  # pragma: no cover - never mask the original outcome
-            pass
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -203,7 +55,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else find_default_config()
     config = load_config(config_path, args.overrides)
     trainer = config.pop("trainer", None)
-    runner = resolve_runner(trainer)
+    if not isinstance(trainer, str) or trainer not in TRAINERS:
+        if trainer is None:
+            raise ConfigError(f"config has no 'trainer:' key; choose one of {', '.join(TRAINERS)}")
+        raise ConfigError(unknown_key_message(str(trainer), TRAINERS).replace("unknown key", "unknown trainer", 1))
+    from multidom.app.recipes import run_training
+
     output_dir = args.output_dir or config.pop("output_dir", None) or str(Path("runs") / config_path.stem)
     config.pop("output_dir", None)
     check_local_paths(config)
@@ -213,8 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not any(out.rglob("checkpoint-*")):
         _say(f"--resume: no checkpoint-* in {out} yet")
     _say(f"{trainer} run from {config_path} -> {out}")
-    summary = runner(config, output_dir=str(out), resume=bool(args.resume))
-    _finish_wandb(0)  # transformers leaves its wandb run open; close it so the offline files are complete
+    summary = run_training(trainer, config, output_dir=str(out), resume=bool(args.resume))
+    finish_wandb(0)  # transformers leaves its wandb run open; close it so the offline files are complete
     _write_summary(out / "summary.json", {"trainer": trainer, "config": str(config_path), **(summary or {})})
     _say(f"done; outputs in {out}")
     return 0
@@ -236,7 +93,7 @@ def _write_summary(path: Path, summary: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from multidom.evaluation.runner import run_from_config as run_evaluation
+    from multidom.app.evaluate import run_evaluation
 
     config: dict[str, Any] = {}
     if args.config:
@@ -271,7 +128,7 @@ def _evaluate_flags(args: argparse.Namespace) -> dict[str, Any]:
         flags["rewards"] = [_parse_reward_flag(item, yaml) for item in args.reward]
     simple = {
         "prompts": args.prompts, "completions": args.completions, "checkpoints": args.checkpoints, "num_generations": args.num_generations,
-        "estimators": args.estimator, "eps0": args.eps0, "alpha": args.alpha, "n_boot": args.n_boot,
+        "dominance": args.estimator, "eps0": args.eps0, "alpha": args.alpha, "n_boot": args.n_boot,
         "seed": args.seed, "max_new_tokens": args.max_new_tokens, "html": args.html or None,
         "report_to": args.report_to,
     }
@@ -331,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-G", "--num-generations", type=int, help="completions per prompt and model")
     ev.add_argument("--reward", action="append", metavar="SPEC",
                     help="a reward model: a registered name or a YAML mapping '{type: ..., ...}' (repeat)")
-    ev.add_argument("--estimator", action="append", help="quantile | sliced | sinkhorn | exact (repeat)")
+    ev.add_argument("--estimator", action="append",
+                    help="quantile | sliced | sinkhorn | exact (repeat; each with its default spec, see configs)")
     ev.add_argument("--eps0", type=float, help="threshold of the absolute test")
     ev.add_argument("--alpha", type=float, help="level of the tests")
     ev.add_argument("--n-boot", type=int, help="bootstrap replicates")
@@ -362,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        _finish_wandb(_EXIT_INTERRUPT)
+        finish_wandb(_EXIT_INTERRUPT)
         where = getattr(args, "resolved_output_dir", None)
         if where and _main_process():
             for path in set_aside_incomplete_checkpoints(where):
@@ -373,10 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _EXIT_INTERRUPT
     except Exception as exc:
-        _finish_wandb(_EXIT_ERROR)
+        finish_wandb(_EXIT_ERROR)
         if debug:
             raise
-        print(f"multidom: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"multidom: error: {one_line(exc)}", file=sys.stderr)
         return _EXIT_ERROR
 
 

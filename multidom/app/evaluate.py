@@ -110,7 +110,10 @@ class EvaluateConfig:
             name = entry.pop("name", None) or Path(path).name
             if name in self.model_specs:
                 raise ConfigError(f"model names must be distinct: {name!r} appears twice")
-            self.model_specs[name] = ModelSpec(name_or_path=str(path), **entry)
+            try:
+                self.model_specs[name] = ModelSpec(name_or_path=str(path), **entry)
+            except ValueError as exc:
+                raise ConfigError(str(exc).replace("model.", f"models[{i}].", 1)) from None
 
 
 def run_generation_settings(path: str | Path) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def generate(
     completion_ids: list[list[torch.Tensor]] = []
     extra = {k: v for k, v in (("min_p", s.min_p),) if v is not None}
     try:
-        with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, leave=False) as bar:
+        with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress) as bar:
             for b, start in enumerate(range(0, len(prompts), batch_size)):
                 chunk = encoded[start:start + batch_size]
                 ids, mask = _left_pad(chunk, pad_id)

@@ -117,7 +117,7 @@ class AOTTrainer(GlobalBatchTrainer):
     Takes a tokenised dataset from :func:`prepare_aot_dataset` (or raw rows, tokenised here).
     Logged metrics: ``dominance/<estimator>/violation`` (``D_h(U ≽ V)`` of the batch with the
     training spec), ``dominance/<estimator>/eps`` (the ratio of chosen over rejected implicit rewards
-    with the training spec: 0 is dominance, 1/2 no preference), ``rewards/chosen/mean``,
+    with the hinge cost, as the AOT paper reports it: 0 is first-order dominance, 1/2 no preference), ``rewards/chosen/mean``,
     ``rewards/rejected/mean`` (``beta * logratio``).
     """
 
@@ -161,7 +161,8 @@ class AOTTrainer(GlobalBatchTrainer):
             est = a.dominance.estimator
             stats = {
                 f"dominance/{est}/violation": a.dominance.violation(u[:, None], v[:, None]),
-                f"dominance/{est}/eps": a.dominance.violation_ratio(u[:, None], v[:, None]),
+                f"dominance/{est}/eps": a.dominance.replace(cost="hinge", margin=0.0).violation_ratio(
+                    u[:, None], v[:, None]),
                 "rewards/chosen/mean": u.mean(),
                 "rewards/rejected/mean": v.mean(),
             }

@@ -92,6 +92,8 @@ class OnlineDominanceConfig(GRPOConfig):
     logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
 
     def __post_init__(self):
+        if isinstance(self.num_generations, int) and self.num_generations < 2:  # before GRPO divides by it
+            raise ValueError(f"num_generations must be >= 2 (a group needs two completions), got {self.num_generations}")
         super().__post_init__()
         self.dominance = DominanceSpec.from_mapping(self.dominance, "dominance")
         tables = {
@@ -110,8 +112,6 @@ class OnlineDominanceConfig(GRPOConfig):
             raise ValueError("multi_objective_aggregation must stay 'sum_then_normalize' (one aggregated reward)")
         if self.beta < 0:
             raise ValueError(f"beta (KL coefficient) must be >= 0, got {self.beta}")
-        if self.num_generations < 2:
-            raise ValueError(f"num_generations must be >= 2 (a group needs two completions), got {self.num_generations}")
         for name in ("baseline_samples", "buffer_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lm_tiny import PROMPTS, save_tiny_lm
 
-from multidom import cli
+from multidom.app import cli
 from multidom.trainers.tracking import JsonlMetrics, read_metrics
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_evaluation import PROMPTS, save_tiny_lm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,10 +50,11 @@ def online_config(lm: Path, **training) -> dict:
         "model": str(lm),
         "data": {"prompts": PROMPTS},
         "rewards": ["length", {"type": "regex", "pattern": "good|great|nice|happy", "name": "positive"}],
+        "dominance": {"estimator": "quantile"},
         "training": {
             "max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 6,
             "baseline_samples": 2, "save_steps": 1, "logging_steps": 1, "report_to": "wandb", "bf16": False,
-            "estimator": "quantile", "all_estimators_steps": 0, "plot_steps": 0, "learning_rate": 0.05,
+            "all_estimators_steps": 0, "plot_steps": 0, "learning_rate": 0.05,
             "seed": 0, **training,
         },
     }
@@ -269,13 +268,14 @@ def test_evaluate_after_training(trained, tiny_lm, capsys):
         "models": [{"name": "reference", "path": str(tiny_lm)}],
         "checkpoints": str(trained["out"]),  # checkpoint-2, checkpoint-4, final (not incomplete-checkpoint-3)
         "rewards": ["length", {"type": "regex", "pattern": "good|great|nice|happy", "name": "positive"}],
-        "estimators": ["quantile", "sinkhorn"], "n_boot": 30, "max_new_tokens": 6, "html": True,
+        "dominance": ["quantile", "sinkhorn"], "n_boot": 30, "max_new_tokens": 6, "html": True,
         "report_to": ["wandb"], "training_metrics": str(trained["out"]),
     })
     code, stdout, err = run_cli(capsys, "evaluate", "--config", eval_cfg, "--prompts", prompts, "-G", "3",
                                 "--output-dir", out)
     assert code == 0, err
     assert "eps(final ≽ reference) [quantile]" in stdout
+    assert "eps(final ≽ reference) [sinkhorn]" in stdout  # every estimator in the terminal, not only the first
     for name in ("report.md", "report.html", "report.json", "completions.jsonl", "figures/quantiles.png",
                  "figures/scatter.png", "figures/eps_sinkhorn.png", "figures/training.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name

@@ -5,18 +5,15 @@ tmp, tiny datasets in the datasets' own formats).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from lm_tiny import PROMPTS, save_tiny_lm
 
-from multidom import cli
+from multidom.app import cli
 from multidom.app.config import ConfigError, apply_overrides, from_mapping, load_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_evaluation import PROMPTS, save_tiny_lm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = ("hh_rlhf_online.yaml", "helpsteer2_offline.yaml", "ultrafeedback_aot.yaml")
@@ -42,16 +39,24 @@ def test_overrides_and_unknown_keys():
     with pytest.raises(ConfigError, match="index 3 out of range"):
         apply_overrides(cfg, ["rewards.3.target=1"])
 
-    from multidom.evaluation import EvaluateConfig
+    from multidom.app.evaluate import EvaluateConfig
 
     with pytest.raises(ConfigError, match="unknown key 'n_bot' in evaluate section; did you mean 'n_boot'"):
         from_mapping(EvaluateConfig, {"n_bot": 10}, "evaluate")
     ok = {"models": [{"path": "a"}, {"path": "b"}], "prompts": ["p"], "rewards": ["length"]}
     with pytest.raises(ConfigError, match="unknown estimator 'sinkorn'; did you mean 'sinkhorn'"):
-        from_mapping(EvaluateConfig, {**ok, "estimators": ["quantile", "sinkorn"]}, "evaluate")
+        from_mapping(EvaluateConfig, {**ok, "dominance": ["quantile", "sinkorn"]}, "evaluate")
+    with pytest.raises(ConfigError, match="evaluate.estimators was renamed in multidom 0.2: use dominance"):
+        from_mapping(EvaluateConfig, {**ok, "estimators": ["quantile"]}, "evaluate")
     with pytest.raises(ConfigError, match="at least 2 models"):
         from_mapping(EvaluateConfig, {**ok, "models": {"only": "a"}}, "evaluate")
-    assert from_mapping(EvaluateConfig, {**ok, "estimators": "sliced"}, "evaluate").estimators == ["sliced"]
+    with pytest.raises(ConfigError, match="models.1..trust_remote_code must be true or false"):
+        from_mapping(EvaluateConfig, {**ok, "models": [{"path": "a"}, {"path": "b", "trust_remote_code": "false"}]},
+                     "evaluate")
+    with pytest.raises(ConfigError, match="n_boot must be an integer"):
+        from_mapping(EvaluateConfig, {**ok, "n_boot": "many"}, "evaluate")
+    parsed = from_mapping(EvaluateConfig, {**ok, "dominance": "sliced"}, "evaluate")
+    assert [s.estimator for s in parsed.specs] == ["sliced"]
 
 
 def test_load_yaml_errors(tmp_path):
@@ -73,29 +78,55 @@ def test_real_configs_document_the_multi_gpu_command(name):
     assert f"multidom train --config configs/{name}" in text
 
 
+def _plan(name: str, tmp_path: Path):
+    from multidom.app.recipes import plan
+
+    cfg = real(name)
+    trainer = cfg.pop("trainer")
+    cfg["training"] = {**cfg["training"], **CPU}
+    cfg["model"] = {**cfg["model"], "dtype": "float32"}
+    return trainer, cfg, plan(trainer, cfg, str(tmp_path))
+
+
 def test_real_configs_parse_into_the_trainers_configs(tmp_path):
-    from multidom.trainers.aot import AOTConfig
-    from multidom.trainers.offline import OfflineDominanceConfig
-    from multidom.trainers.online_runner import build_config
-    from multidom.trainers.runner import build_args
+    trainer, hh, p = _plan("hh_rlhf_online.yaml", tmp_path)
+    assert trainer == "online" and p.args.num_generations == 8 and p.args.beta == 0.04
+    assert p.args.dominance.estimator == "sinkhorn" and p.args.dominance.options == {"reg": 0.1}
+    assert [r["type"] for r in p.rewards] == ["hf_classifier", "hf_classifier"]
+    assert [r["name"] for r in p.rewards] == ["harmless", "helpful"]
+    assert p.model.peft["r"] == 16
 
-    hh = real("hh_rlhf_online.yaml")
-    assert hh.pop("trainer") == "online"
-    args = build_config({**hh, "training": {**hh["training"], **CPU}}, str(tmp_path))
-    assert args.estimator == "sinkhorn" and args.num_generations == 8 and args.beta == 0.04
-    assert [r["type"] for r in args.rewards] == ["hf_classifier", "hf_classifier"]
-    assert [r["name"] for r in args.rewards] == ["harmless", "helpful"]
-
-    hs = real("helpsteer2_offline.yaml")
-    assert hs.pop("trainer") == "offline"
-    args = build_args(OfflineDominanceConfig, {**hs["training"], **CPU}, str(tmp_path))
-    assert args.estimator == "sinkhorn" and args.estimator_options == {"reg": 0.1}
+    trainer, hs, p = _plan("helpsteer2_offline.yaml", tmp_path)
+    assert trainer == "offline" and p.args.dominance.estimator == "sinkhorn"
+    assert p.args.dominance.options == {"reg": 0.1} and p.args.dominance.cost == "logistic"
     assert hs["data"]["reward_columns"] == ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
 
-    uf = real("ultrafeedback_aot.yaml")
-    assert uf.pop("trainer") == "aot"
-    args = build_args(AOTConfig, {**uf["training"], **CPU}, str(tmp_path))
-    assert args.pairing == "unpaired" and args.cost == "logistic" and args.beta == 0.01 and args.global_batch
+    trainer, uf, p = _plan("ultrafeedback_aot.yaml", tmp_path)
+    assert trainer == "aot" and p.args.pairing == "unpaired" and p.args.beta == 0.01 and p.args.global_batch
+    assert p.args.dominance.cost == "logistic" and p.args.dominance.estimator == "quantile"
+
+
+@pytest.mark.parametrize("old, new", [
+    ("training.reg=0.1", "training.reg was renamed in multidom 0.2: use dominance.options.reg"),
+    ("training.estimator=quantile", "training.estimator was renamed in multidom 0.2: use dominance.estimator"),
+    ("training.cost_beta=2.0", "training.cost_beta was renamed in multidom 0.2: use dominance.cost_gain"),
+    ("training.estimator_kwargs={tol: 1}", "training.estimator_kwargs was renamed in multidom 0.2: use dominance.options"),
+    ("training.normalisation=cdf", "training.normalisation was renamed in multidom 0.2: use dominance.normalisation"),
+    ("peft={r: 8}", "peft was renamed in multidom 0.2: use model.peft"),
+    ("dominance.reg=0.1", "dominance.reg was renamed: use dominance.options.reg"),
+    ("dominance.options.foo=1", "option.*'foo'.*do not apply to estimator 'sinkhorn'"),
+    ("training.learning_rate=fast", "training.learning_rate must be a number, got 'fast'"),
+    ("training.beta='0.1'", "training.beta must be a number, got '0.1'"),
+    ("training.num_generations=0", "num_generations must be >= 2"),
+    ("model.trust_remote_code='false'", "trust_remote_code must be true or false"),
+])
+def test_old_names_and_bad_values_are_one_line_errors_before_loading(old, new, tmp_path):
+    from multidom.app.recipes import plan
+
+    cfg = apply_overrides(real("hh_rlhf_online.yaml"), [old, "model.dtype=float32", "training.bf16=false"])
+    cfg.pop("trainer")
+    with pytest.raises(ConfigError, match=new):
+        plan("online", cfg, str(tmp_path))
 
 
 # ------------------------------------------------------------------------------- tiny stand-ins
@@ -177,8 +208,10 @@ def test_helpsteer2_offline_builds_and_steps_with_standins(standins, tmp_path, c
 def test_ultrafeedback_aot_builds_and_steps_with_standins(standins, tmp_path, capsys):
     cfg = real("ultrafeedback_aot.yaml")
     cfg["model"] = {**cfg["model"], "name_or_path": str(standins["lm"]), "dtype": "float32"}
-    rows = [{"prompt": _user(p), "chosen": _assistant("good great day"), "rejected": _assistant("bad")}
-            for p in PROMPTS]  # trl-lib/ultrafeedback_binarized rows (conversational)
+    # trl-lib/ultrafeedback_binarized rows: conversational chosen / rejected, no prompt column (TRL's
+    # extract_prompt takes the shared turns as the prompt)
+    rows = [{"chosen": _user(p) + _assistant("good great day"), "rejected": _user(p) + _assistant("bad"),
+             "score_chosen": 8.0, "score_rejected": 3.0} for p in PROMPTS]
     cfg["data"]["train"] = {"path": _jsonl(tmp_path / "uf_train.jsonl", rows), "split": "train"}
     cfg["data"]["eval"] = {"path": _jsonl(tmp_path / "uf_test.jsonl", rows[:2]), "split": "train"}
     cfg["training"].update(CPU, max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=2,
@@ -191,12 +224,13 @@ def test_ultrafeedback_aot_builds_and_steps_with_standins(standins, tmp_path, ca
 
 @pytest.mark.slow
 def test_evaluate_hh_rlhf_runs_with_standins(standins, tmp_path, capsys):
-    from multidom.evaluation import EvaluateConfig
+    from multidom.app.evaluate import EvaluateConfig
 
     cfg = real("evaluate_hh_rlhf.yaml")
     parsed = from_mapping(EvaluateConfig, cfg, "evaluate")
-    assert [m["name"] for m in parsed.models] == ["reference", "dominance"]
-    assert parsed.estimators == ["quantile", "sliced", "sinkhorn"] and parsed.prompts["split"] == "test"
+    assert list(parsed.model_specs) == ["reference", "dominance"]
+    assert [s.estimator for s in parsed.specs] == ["quantile", "sliced", "sinkhorn"]
+    assert parsed.specs[2].options["reg"] == 0.05 and parsed.prompts["split"] == "test"
     cfg["models"] = [{"name": "reference", "path": str(standins["lm"])},
                      {"name": "dominance", "path": str(standins["lm"])}]
     cfg["prompts"] = {"path": _jsonl(tmp_path / "test.jsonl", [{"prompt": _user(p)} for p in PROMPTS]),

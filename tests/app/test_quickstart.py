@@ -12,7 +12,7 @@ from multidom.app.config import load_config
 from multidom.app.quickstart import QuickstartConfig, format_table, run_quickstart, targets_met
 from multidom.app.quickstart.data import ChatPair, load_chatterbot_pairs, split_by_prompt
 from multidom.app.quickstart.lm import CHAT_TEMPLATE, TinyLMConfig, build_model, train_tokenizer
-from multidom.app.quickstart.pipeline import TRAINING_DEFAULTS
+from multidom.app.quickstart.pipeline import SPEC_DEFAULTS, TRAINING_DEFAULTS
 from multidom.app.quickstart.sft import SFTConfig, cache_key, encode_pairs, load_or_train_sft, load_sft
 
 PAIRS = [ChatPair("hello there", "hi, nice to see you"), ChatPair("how are you", "great, thanks"),
@@ -121,19 +121,19 @@ def test_sft_interrupted_leaves_no_temporary_directory(tmp_path, monkeypatch, st
 
 
 @pytest.mark.parametrize("progress", [True, False])
-def test_sample_completions_progress_bar(tokenizer, capsys, progress):
-    from multidom.trainers.online_baseline import sample_completions
+def test_generation_progress_bar(tokenizer, capsys, progress):
+    from multidom.lm.generation import Sampling, generate
 
     model = build_model(TinyLMConfig(vocab_size=320, hidden_size=16, num_layers=1, num_heads=2,
                                      intermediate_size=32), tokenizer)
     prompts = [[{"role": "user", "content": q}] for q in ("hi", "how are you", "bye")]
     capsys.readouterr()
-    comps, ids = sample_completions(model, tokenizer, prompts, 2, max_new_tokens=2, batch_size=4,
-                                    progress=progress, desc="baseline cloud")
+    gens = generate(model, tokenizer, prompts, 2, sampling=Sampling(max_new_tokens=2), batch_size=2,
+                    progress=progress, desc="baseline cloud")
     err = capsys.readouterr().err
-    assert [len(c) for c in comps] == [2, 2, 2] and [len(i) for i in ids] == [2, 2, 2]
-    if progress:  # 3 prompts x 2 completions, counted from 0 to 6 (tqdm may skip the 4/6 refresh)
-        assert "baseline cloud" in err and "0/6" in err and "6/6 " in err
+    assert [len(c) for c in gens.completions] == [2, 2, 2] and [len(i) for i in gens.completion_ids] == [2, 2, 2]
+    if progress:  # 3 prompts in batches of 2, counted from 0 to 3
+        assert "baseline cloud" in err and "0/3" in err and "3/3 " in err
     else:
         assert err == ""
 
@@ -173,11 +173,14 @@ def test_shipped_config_parses():
     assert [r if isinstance(r, str) else r["type"] for r in cfg.rewards] == [
         "sentiment", "non_offensive", "relevance", "brevity"]
     assert cfg.training["beta"] > 0 and cfg.evaluation.eps0 == 0.4
+    assert [s.estimator for s in cfg.evaluation.specs] == ["quantile", "sliced", "sinkhorn"]
     # `run_quickstart({})` (no YAML at hand, e.g. an installed wheel) runs the same quickstart
     code = QuickstartConfig.from_mapping({})
-    for section in ("seed", "data", "model", "sft", "rewards", "evaluation"):
+    for section in ("seed", "data", "tiny_lm", "sft", "rewards"):
         assert getattr(cfg, section) == getattr(code, section), section
+    assert cfg.evaluation.specs == code.evaluation.specs
     assert {**TRAINING_DEFAULTS, **cfg.training} == TRAINING_DEFAULTS
+    assert {**SPEC_DEFAULTS, **cfg.dominance} == {**SPEC_DEFAULTS, "cost_gain": 1.0, "margin": 0.0, "options": {}}
 
 
 def _result(eps, high, deltas, ses):
@@ -210,13 +213,13 @@ def test_quickstart_end_to_end_shrunk(tmp_path, capsys):
     config = {
         "seed": 0, "cache_dir": str(tmp_path / "cache"),
         "data": {"align_prompts": 8, "max_eval_prompts": 6},
-        "model": {"vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
+        "tiny_lm": {"vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
                   "max_length": 48},
         "sft": {"epochs": 1, "batch_size": 64},
         "training": {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8,
                      "baseline_samples": 4, "max_completion_length": 8, "logging_steps": 1, "save_steps": 1,
                      "plot_steps": 0, "all_estimators_steps": 0, "report_to": "none"},
-        "evaluation": {"num_generations": 2, "n_boot": 20, "estimators": ["quantile", "sliced"]},
+        "evaluation": {"num_generations": 2, "n_boot": 20, "dominance": ["quantile", "sliced"]},
     }
     out = tmp_path / "run"
     summary = run_quickstart(config, output_dir=str(out))

@@ -91,4 +91,4 @@ def test_offline_missing_reward_column(tmp_path):
 
 def test_offline_bad_estimator(tmp_path):
     with pytest.raises(ValueError, match="unknown estimator 'sinkhorm'"):
-        OfflineDominanceConfig(output_dir=str(tmp_path), estimator="sinkhorm")
+        OfflineDominanceConfig(output_dir=str(tmp_path), dominance={"estimator": "sinkhorm"})

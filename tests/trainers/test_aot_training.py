@@ -1,5 +1,5 @@
 """Tiny-model AOT runs: the held-out violation ratio falls; resume equals an uninterrupted run (through
-run_from_config and the example config); PEFT LoRA with the adapter-disabled reference keeps one copy of the
+the run recipe and the example config); PEFT LoRA with the adapter-disabled reference keeps one copy of the
 base weights."""
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from safetensors.torch import load_file
 
 import multidom
 from multidom.app.config import load_config
-from multidom.trainers.aot import AOTConfig, AOTTrainer, run_from_config
-from multidom.lm.tokenize import sequence_logps
+from multidom.app.recipes import run_training
+from multidom.lm.logprobs import sequence_logps
+from multidom.trainers.aot import AOTConfig, AOTTrainer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _heldout_ratio(trainer, ds) -> float:
-    return trainer.evaluate(ds)["eval_dominance/quantile/violation_ratio"]
+    return trainer.evaluate(ds)["eval_dominance/quantile/eps"]
 
 
 def test_training_lowers_heldout_violation_ratio(tmp_path):
@@ -41,8 +42,8 @@ def test_training_lowers_heldout_violation_ratio(tmp_path):
     # Dominance: 0 means the chosen log-ratios' distribution dominates the rejected one's. A sign error or a
     # detached objective leaves it at 0.5 or pushes it above.
     assert after < 0.15, after
-    logs = [row for row in tr.state.log_history if "dominance/quantile/violation_ratio" in row]
-    assert logs and all(0.0 <= row["dominance/quantile/violation_ratio"] <= 1.0 for row in logs)
+    logs = [row for row in tr.state.log_history if "dominance/quantile/eps" in row]
+    assert logs and all(0.0 <= row["dominance/quantile/eps"] <= 1.0 for row in logs)
 
 
 @pytest.fixture()
@@ -69,13 +70,13 @@ def _example_config(tiny_dir: Path, tmp_path: Path, **training) -> dict:
 
 def test_resume_equals_uninterrupted(tiny_dir, tmp_path):
     cfg = _example_config(tiny_dir, tmp_path, max_steps=4, save_steps=2, num_train_epochs=1)
-    full = run_from_config(cfg, output_dir=str(tmp_path / "full"))
+    full = run_training("aot", cfg, output_dir=str(tmp_path / "full"))
     assert full["global_step"] == 4
     # Resume a second run from the step-2 checkpoint of the first one.
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
     shutil.copytree(tmp_path / "full" / "checkpoint-2", resumed_dir / "checkpoint-2")
-    resumed = run_from_config(cfg, output_dir=str(resumed_dir), resume=True)
+    resumed = run_training("aot", cfg, output_dir=str(resumed_dir), resume=True)
     assert resumed["global_step"] == 4
     a = load_file(Path(full["model_path"]) / "model.safetensors")
     b = load_file(Path(resumed["model_path"]) / "model.safetensors")
@@ -88,7 +89,7 @@ def test_resume_equals_uninterrupted(tiny_dir, tmp_path):
     losses = {r["step"]: r["loss"] for r in rows if "loss" in r}
     rlosses = {r["step"]: r["loss"] for r in rrows if "loss" in r}
     assert set(rlosses) == {3, 4}
-    assert all("dominance/quantile/violation_ratio" in r and "rewards/chosen/mean" in r for r in rows if "loss" in r)
+    assert all("dominance/quantile/eps" in r and "rewards/chosen/mean" in r for r in rows if "loss" in r)
     for step in (3, 4):
         assert rlosses[step] == pytest.approx(losses[step], rel=1e-5)
 
@@ -97,11 +98,11 @@ def test_run_from_config_refuses_unknown_keys(tiny_dir, tmp_path):
     cfg = _example_config(tiny_dir, tmp_path)
     cfg["training"]["lerning_rate"] = 1.0
     with pytest.raises(ValueError, match="unknown key 'lerning_rate' in training section; did you mean 'learning_rate'"):
-        run_from_config(cfg, output_dir=str(tmp_path / "x"))
+        run_training("aot", cfg, output_dir=str(tmp_path / "x"))
     cfg = _example_config(tiny_dir, tmp_path)
     cfg["training"]["pairing"] = "sideways"
     with pytest.raises(ValueError, match="unknown pairing 'sideways'"):
-        run_from_config(cfg, output_dir=str(tmp_path / "y"))
+        run_training("aot", cfg, output_dir=str(tmp_path / "y"))
 
 
 def test_peft_lora_with_adapter_disabled_reference(tmp_path):
@@ -134,7 +135,7 @@ def test_peft_lora_with_adapter_disabled_reference(tmp_path):
 
 
 def _fused(model):
-    from multidom.trainers.global_batch import add_log_prob_head
+    from multidom.lm.logprobs import add_log_prob_head
 
     add_log_prob_head(model)
     return model
@@ -156,10 +157,10 @@ def test_desirable_and_undesirable_datasets(tiny_dir, tmp_path):
     cfg["data"] = {"desirable": str(good), "undesirable": str(bad)}
     cfg["training"].update(per_device_train_batch_size=4, gradient_accumulation_steps=2)
     del cfg["training"]["report_to"]  # the runner's default: wandb, offline without a key
-    out = run_from_config(cfg, output_dir=str(tmp_path / "kto"))
+    out = run_training("aot", cfg, output_dir=str(tmp_path / "kto"))
     assert out["global_step"] == 1 and Path(out["model_path"]).is_dir()
     assert list((tmp_path / "kto" / "wandb").glob("offline-run-*"))
     row = out["final_metrics"]
-    assert row["step"] == 1 and 0.0 <= row["dominance/quantile/violation_ratio"] <= 1.0
+    assert row["step"] == 1 and 0.0 <= row["dominance/quantile/eps"] <= 1.0
     # at the first step the policy is the reference: every log-ratio is 0 on both sides
     assert row["rewards/chosen/mean"] == pytest.approx(0.0, abs=1e-6)

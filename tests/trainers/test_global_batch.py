@@ -42,7 +42,7 @@ def _trainer(kind, tmp, bs, ga, global_batch, seed=0):
         tr = AOTTrainer(model, AOTConfig(beta=1.0, pairing=pairing, **common), processing_class=tok, train_dataset=ds)
     else:
         ds = Dataset.from_dict(offline_rows(8))
-        tr = OfflineDominanceTrainer(model, OfflineDominanceConfig(beta=1.0, estimator="sinkhorn", **common),
+        tr = OfflineDominanceTrainer(model, OfflineDominanceConfig(beta=1.0, dominance={"estimator": "sinkhorn"}, **common),
                                      processing_class=tok, train_dataset=ds)
     # The policy starts away from the reference, so the gradient is not the symmetric one at P = Q.
     with torch.no_grad():

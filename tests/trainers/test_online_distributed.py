@@ -40,8 +40,10 @@ def _rewards(rows: slice, estimator: str, grouping: str, out_dir: str) -> list:
     table = dict(zip(completions, vectors))
     scorer = Scorer(lambda p, c, **_: [[math.nan if v is None else v for v in table[x]] for x in c], ["r0", "r1"])
     cfg = OnlineDominanceConfig(output_dir=out_dir, report_to="none", num_generations=G, use_cpu=True,
-                                per_device_train_batch_size=4, estimator=estimator, grouping=grouping,
-                                plot_steps=0, all_estimators_steps=0, tol=1e-8, seed=11)
+                                per_device_train_batch_size=4, grouping=grouping, seed=11,
+                                dominance={"estimator": estimator,
+                                           "options": {"tol": 1e-8} if estimator == "sinkhorn" else {}},
+                                plot_steps=0, all_estimators_steps=0)
     agg = DominanceReward(scorer, cfg)
     return agg(prompts[rows], completions[rows], baseline_rewards=baseline_col[rows])
 

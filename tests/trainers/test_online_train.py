@@ -18,9 +18,10 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import multidom
-from multidom.trainers.online import MultiDomTrainer, OnlineDominanceConfig, run_from_config
-from multidom.trainers.online_baseline import as_bank
+from multidom.app.recipes import run_training
 from multidom.app.toy import build_toy_model, reward_cloud, toy_prompts, toy_rewards
+from multidom.trainers.online import OnlineDominanceConfig, OnlineDominanceTrainer
+from multidom.trainers.online_baseline import as_bank
 
 pytestmark = pytest.mark.slow
 STEPS = 24
@@ -38,11 +39,11 @@ def _train(path, train, out, *, flip=False, steps=STEPS):
     tok = AutoTokenizer.from_pretrained(path)
     args = OnlineDominanceConfig(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=64, num_generations=8,
-        max_completion_length=8, learning_rate=1e-2, beta=0.04, estimator="sinkhorn", report_to="none",
+        max_completion_length=8, learning_rate=1e-2, beta=0.04, dominance={"estimator": "sinkhorn"}, report_to="none",
         logging_steps=4, save_strategy="no", baseline_samples=8, plot_steps=12, all_estimators_steps=12,
         seed=0, use_cpu=True,
     )
-    trainer = MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+    trainer = OnlineDominanceTrainer(AutoModelForCausalLM.from_pretrained(path), args,
                               Dataset.from_dict({"prompt": train}), toy_rewards(), processing_class=tok)
     if flip:  # negative control: reward +phi instead of -phi
         inner = trainer.dominance.__call__
@@ -100,7 +101,7 @@ def test_flipped_advantage_sign_fails_the_criterion(toy, tmp_path):
     assert _eps(_eval(trainer.model, tok, held, scorer), r) > 0.5
 
 
-def test_run_from_config_example_resume_and_bad_keys(toy, tmp_path):
+def test_run_training_example_resume_and_bad_keys(toy, tmp_path):
     path, _, _ = toy
     config = yaml.safe_load(open("configs/online_toy.yaml"))
     config.pop("trainer")
@@ -108,7 +109,7 @@ def test_run_from_config_example_resume_and_bad_keys(toy, tmp_path):
     config["training"].update(max_steps=2, save_steps=2, logging_steps=1, report_to="wandb", plot_steps=1,
                               per_device_train_batch_size=16, baseline_samples=2)
     out = tmp_path / "cfg"
-    summary = run_from_config(config, output_dir=str(out))  # finishes its wandb run (offline files complete)
+    summary = run_training("online", config, output_dir=str(out))  # finishes its wandb run (offline files complete)
     media = {p.suffix for p in out.rglob("*") if p.is_file() and "media" in p.parts}
     assert {".png", ".json"} <= media, media  # the clouds scatter and the samples table reached (offline) wandb
     config["training"].update(report_to="none", plot_steps=0)
@@ -116,13 +117,13 @@ def test_run_from_config_example_resume_and_bad_keys(toy, tmp_path):
     assert (out / "final" / "config.json").is_file() and (out / "checkpoint-2").is_dir()
     assert math.isfinite(summary["final_metrics"]["dominance/sinkhorn/eps"])
     config["training"]["max_steps"] = 3
-    resumed = run_from_config(config, output_dir=str(out), resume=True)
+    resumed = run_training("online", config, output_dir=str(out), resume=True)
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["global_step"] == 3
     bad = {**config, "training": {**config["training"], "lerning_rate": 1e-3}}
     with pytest.raises(ValueError, match="unknown key 'lerning_rate' in training section; did you mean 'learning_rate'"):
-        run_from_config(bad, output_dir=str(tmp_path / "bad"))
+        run_training("online", bad, output_dir=str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="unknown reward model"):
-        run_from_config({**config, "rewards": [{"type": "sentimnt"}]}, output_dir=str(tmp_path / "bad2"))
+        run_training("online", {**config, "rewards": [{"type": "sentimnt"}]}, output_dir=str(tmp_path / "bad2"))
 
 
 def test_all_masked_run_logs_skips_and_keeps_parameters_finite(toy, tmp_path):
@@ -137,7 +138,7 @@ def test_all_masked_run_logs_skips_and_keeps_parameters_finite(toy, tmp_path):
     args = OnlineDominanceConfig(output_dir=str(tmp_path / "masked"), max_steps=2, per_device_train_batch_size=16,
                                  num_generations=4, max_completion_length=8, learning_rate=1e-2, report_to="none",
                                  logging_steps=1, save_strategy="no", baseline_samples=2, plot_steps=0, use_cpu=True)
-    trainer = MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+    trainer = OnlineDominanceTrainer(AutoModelForCausalLM.from_pretrained(path), args,
                               Dataset.from_dict({"prompt": train[:8]}), bank,
                               processing_class=AutoTokenizer.from_pretrained(path))
     assert all(len(v) == 0 for v in trainer.train_dataset["baseline_rewards"])  # masked baseline points dropped
@@ -153,10 +154,12 @@ def test_reference_baseline_resampled_every_k_steps(toy, tmp_path):
                                  num_generations=4, max_completion_length=8, learning_rate=1e-2, report_to="none",
                                  logging_steps=1, save_strategy="no", baseline_samples=2, baseline_refresh_steps=1,
                                  plot_steps=0, use_cpu=True)
-    trainer = MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+    trainer = OnlineDominanceTrainer(AutoModelForCausalLM.from_pretrained(path), args,
                               Dataset.from_dict({"prompt": train[:8]}), toy_rewards(),
                               processing_class=AutoTokenizer.from_pretrained(path))
-    assert trainer.dominance.reference is trainer.ref_model  # beta > 0: TRL's frozen reference is reused
+    assert trainer.ref_model is not None and trainer._frozen is None  # beta > 0: TRL's frozen reference, no copy
+    with trainer.reference_model() as ref:
+        assert ref is trainer.ref_model
     trainer.train()
     fresh = trainer.dominance._fresh
     assert len(fresh) == 8 and all(len(v) == 2 and len(v[0]) == 3 for v in fresh.values())
@@ -181,7 +184,7 @@ def test_masked_samples_get_exactly_zero_advantage_in_trl(toy, tmp_path):
                                  num_generations=8, max_completion_length=8, report_to="none", logging_steps=1,
                                  save_strategy="no", baseline_samples=4, plot_steps=0, use_cpu=True,
                                  log_completions=True)
-    trainer = MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+    trainer = OnlineDominanceTrainer(AutoModelForCausalLM.from_pretrained(path), args,
                               Dataset.from_dict({"prompt": train[:8]}), bank,
                               processing_class=AutoTokenizer.from_pretrained(path))
     trainer.train()

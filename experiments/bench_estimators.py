@@ -422,13 +422,13 @@ def main() -> None:
     sizes = args.sizes or ([64, 256] if args.quick else [64, 256, 1024, 4096])
     dims = args.dims or ([2, 5] if args.quick else [2, 5, 16])
     reg, tol, max_iter = 0.1, 1e-5, 10_000
-    cost = get_cost("logistic", beta=1.0)
+    cost = get_cost("logistic", gain=1.0)
     meta = {
         "command": "OMP_NUM_THREADS=1 python experiments/bench_estimators.py" + (" --quick" if args.quick else ""),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "torch": torch.__version__, "pot": ot.__version__, "geomloss": geomloss.__version__,
-        "cost": "logistic (beta=1)", "reg": reg, "tol": tol, "max_iter": max_iter, "dtype": "float32",
+        "cost": "logistic (gain 1)", "reg": reg, "tol": tol, "max_iter": max_iter, "dtype": "float32",
         "timeout_s": args.timeout, "mem_cap_gib": args.mem_cap_gib, "sizes": sizes, "dims": dims,
     }
     rows: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 
 What it runs (same tiny random Llama, prompts, reward bank, KL coefficient, steps, seed):
 
-* ``multidom-{quantile,sliced,sinkhorn}``: :class:`multidom.trainers.online.MultiDomTrainer`;
+* ``multidom-{quantile,sliced,sinkhorn}``: :class:`multidom.trainers.online.OnlineDominanceTrainer`;
 * ``grpo-sum``: ``trl.GRPOTrainer`` with the three reward functions summed (TRL's default
   ``sum_then_normalize``, ``scale_rewards="group"``);
 * ``grpo-gdpo``: ``trl.GRPOTrainer`` with ``multi_objective_aggregation="normalize_then_sum"`` (GDPO);
@@ -48,10 +48,12 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from multidom.core.stats import bootstrap_eps  # noqa: E402
-from multidom.trainers.online import MultiDomTrainer, OnlineDominanceConfig  # noqa: E402
-from multidom.trainers.online_baseline import as_bank, sample_completions  # noqa: E402
 from multidom.app.toy import build_toy_model, toy_prompts, toy_rewards  # noqa: E402
+from multidom.core.stats import bootstrap_eps  # noqa: E402
+from multidom.lm.generation import Sampling, encode_prompt, generate  # noqa: E402
+from multidom.lm.logprobs import logps_of_pairs  # noqa: E402
+from multidom.trainers.online import OnlineDominanceConfig, OnlineDominanceTrainer  # noqa: E402
+from multidom.trainers.online_baseline import as_bank  # noqa: E402
 
 ATTRS = ("share_a", "share_b", "brevity")
 COMMON = dict(per_device_train_batch_size=64, num_generations=8, max_completion_length=8, learning_rate=1e-2,
@@ -82,11 +84,13 @@ def _methods(steps: int, seed: int, lr: float | None = None) -> dict:
 
     def multidom(estimator, attrs=ATTRS):
         def build(path, train, out, timer):
-            args = OnlineDominanceConfig(output_dir=out, max_steps=steps, seed=seed, estimator=estimator,
+            args = OnlineDominanceConfig(output_dir=out, max_steps=steps, seed=seed,
+                                         dominance={"estimator": estimator, "options": {"tol": 1e-3}
+                                                    if estimator == "sinkhorn" else {}},
                                          baseline_samples=8, plot_steps=0, all_estimators_steps=0, **common)
-            return MultiDomTrainer(AutoModelForCausalLM.from_pretrained(path), args,
-                                   Dataset.from_dict({"prompt": train}), toy_rewards(attributes=attrs),
-                                   processing_class=AutoTokenizer.from_pretrained(path), callbacks=[timer])
+            return OnlineDominanceTrainer(AutoModelForCausalLM.from_pretrained(path), args,
+                                          Dataset.from_dict({"prompt": train}), toy_rewards(attributes=attrs),
+                                          processing_class=AutoTokenizer.from_pretrained(path), callbacks=[timer])
         return build
 
     def grpo(aggregation):
@@ -110,24 +114,17 @@ def _methods(steps: int, seed: int, lr: float | None = None) -> dict:
 
 @torch.no_grad()
 def _sample(model, tok, prompts, samples, scorer, seed):
-    torch.manual_seed(seed)
-    comps, ids = sample_completions(model, tok, prompts, samples, max_new_tokens=8, batch_size=128)
+    gens = generate(model, tok, prompts, samples, sampling=Sampling(max_new_tokens=8),
+                    batch_size=max(1, 128 // samples), seed=seed)
     flat_p = [p for p in prompts for _ in range(samples)]
-    flat_ids = [i for row in ids for i in row]
-    r = scorer(flat_p, [c for row in comps for c in row], completion_ids=flat_ids)
+    flat_ids = [t.tolist() for row in gens.completion_ids for t in row]
+    r = scorer(flat_p, [c for row in gens.completions for c in row], completion_ids=flat_ids)
     return r.reshape(len(prompts), samples, -1), flat_p, flat_ids
 
 
-@torch.no_grad()
 def _seq_logp(model, tok, prompts, ids):
-    out = []
-    for p, c in zip(prompts, ids):
-        pi = tok(p, add_special_tokens=False)["input_ids"]
-        x = torch.tensor([pi + c])
-        logp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
-        tgt = x[0, 1:]
-        out.append(float(logp[torch.arange(len(tgt)), tgt][len(pi) - 1:].sum()))
-    return torch.tensor(out)
+    """``log pi(y | x)`` of each sampled completion (multidom's one log-prob helper)."""
+    return logps_of_pairs(model, [encode_prompt(tok, p) for p in prompts], [torch.tensor(c) for c in ids])
 
 
 def evaluate(model, ref, tok, held, samples, scorer, ref_cloud, n_boot):

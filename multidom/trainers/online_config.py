@@ -69,6 +69,11 @@ class OnlineDominanceConfig(GRPOConfig):
     buffer_steps: int = field(
         default=4, metadata={"help": "Generation batches kept in the rolling buffer for baseline_source='buffer'."}
     )
+    dead_attribute_steps: int = field(
+        default=1,
+        metadata={"help": "Stop the run when an attribute has no finite score in the whole global batch for this "
+                          "many consecutive steps (a dead reward model silently stops all learning)."},
+    )
     all_estimators_steps: int = field(
         default=10,
         metadata={"help": "Every this many steps also log eps for quantile, sliced and sinkhorn (0: never)."},
@@ -112,7 +117,7 @@ class OnlineDominanceConfig(GRPOConfig):
             raise ValueError("multi_objective_aggregation must stay 'sum_then_normalize' (one aggregated reward)")
         if self.beta < 0:
             raise ValueError(f"beta (KL coefficient) must be >= 0, got {self.beta}")
-        for name in ("baseline_samples", "buffer_steps"):
+        for name in ("baseline_samples", "buffer_steps", "dead_attribute_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.baseline_refresh_steps < 0:
@@ -138,5 +143,6 @@ class OnlineDominanceConfig(GRPOConfig):
 #: The fields this class adds to GRPOConfig (for docs and config sections).
 DOMINANCE_FIELDS: tuple[str, ...] = (
     "dominance", "grouping", "baseline_source", "baseline_samples",
-    "baseline_refresh_steps", "baseline_response_column", "baseline_rewards_column", "buffer_steps", "all_estimators_steps", "plot_steps",
+    "baseline_refresh_steps", "baseline_response_column", "baseline_rewards_column", "buffer_steps",
+    "dead_attribute_steps", "all_estimators_steps", "plot_steps",
 )

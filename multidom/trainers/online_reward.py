@@ -89,6 +89,7 @@ class DominanceReward:
         self.last: dict[str, Any] = {}
         self._calls = 0
         self._fresh: dict[str, list] = {}
+        self._dead = torch.zeros(len(self.names), dtype=torch.long)  # consecutive steps without a finite score
 
     def __call__(self, prompts: list, completions: list, completion_ids: list | None = None, **kwargs: Any):
         log_metric, log_extra = kwargs.pop("log_metric", None), kwargs.pop("log_extra", None)
@@ -103,6 +104,7 @@ class DominanceReward:
         values = self.scorer(prompts, completions, completion_ids=completion_ids, **kwargs)
         timings = {"timing/rewards_s": time.perf_counter() - t0}
         clouds = self._clouds(values, column)
+        self._check_alive(clouds)
         t1 = time.perf_counter()
         pot = self._potentials(clouds, step)
         timings["timing/dominance_s"] = time.perf_counter() - t1
@@ -140,6 +142,18 @@ class DominanceReward:
             y = cloud.expand(B, *cloud.shape) if cloud.shape[0] else x.new_full((B, 1, d), math.nan)
             ym = torch.isfinite(y).all(-1)
         return Clouds(x, torch.isfinite(x).all(-1), y, ym, local)
+
+    def _check_alive(self, c: Clouds) -> None:
+        """Raise when an attribute had no finite score in the global batch for ``dead_attribute_steps``
+        consecutive calls: one dead reward model masks every sample and would silently stop all learning."""
+        alive = torch.isfinite(c.x).reshape(-1, c.x.shape[-1]).any(0)
+        self._dead = torch.where(alive, torch.zeros_like(self._dead), self._dead + 1)
+        dead = [name for name, n in zip(self.names, self._dead.tolist()) if n >= self.config.dead_attribute_steps]
+        if dead:
+            raise RuntimeError(
+                f"reward attribute(s) {', '.join(map(repr, dead))} returned no finite score (None/NaN/inf) for any of "
+                f"the {c.x.shape[0] * c.x.shape[1]} completions of {self.config.dead_attribute_steps} consecutive "
+                "step(s); check that reward model (training.dead_attribute_steps sets the patience)")
 
     def _potentials(self, c: Clouds, step: int) -> Potentials:
         cfg = self.config

@@ -184,11 +184,17 @@ def test_aggregator_bad_input(tmp_path):
               log_metric=logged.__setitem__)
     assert out[2:] == [0.0, 0.0] and logged["dominance/skipped_prompts"] == 1.0
     assert all(math.isfinite(v) for v in out)
-    # every generation masked: all None (TRL gives them advantage 0), everything skipped, no error
+    # every generation masked: all None (TRL gives them advantage 0), everything skipped -- tolerated for
+    # dead_attribute_steps - 1 calls, then the run stops naming the dead attributes
+    patient = DominanceReward(_table_scorer(table), _cfg(tmp_path, dead_attribute_steps=2))
     logged.clear()
-    out = agg(["p", "p"], ["n", "n"], baseline_rewards=[[[0.5, 0.5]]] * 2, log_metric=logged.__setitem__)
+    out = patient(["p", "p"], ["n", "n"], baseline_rewards=[[[0.5, 0.5]]] * 2, log_metric=logged.__setitem__)
     assert out == [None, None]
     assert logged["dominance/masked_fraction"] == 1.0 and logged["dominance/skipped_prompts"] == 1.0
+    patient(["p", "p"], ["a", "b"], baseline_rewards=[[[0.5, 0.5]]] * 2)  # alive again: the count restarts
+    patient(["p", "p"], ["n", "n"], baseline_rewards=[[[0.5, 0.5]]] * 2)
+    with pytest.raises(RuntimeError, match="'r0', 'r1' returned no finite score"):
+        patient(["p", "p"], ["n", "n"], baseline_rewards=[[[0.5, 0.5]]] * 2)
 
 
 def test_buffer_baseline(tmp_path):

@@ -145,6 +145,22 @@ def _parse_reward_flag(item: str, yaml: Any) -> Any:
     return item
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from multidom.app.baseline import run_baseline
+
+    config = load_config(args.config, args.overrides)
+    trainer = config.pop("trainer", "online")
+    if trainer != "online":
+        raise ConfigError(f"multidom baseline needs an online config (trainer: online), got trainer: {trainer}")
+    config.pop("output_dir", None)
+    check_local_paths(config)
+    check_reward_types(config)
+    summary = run_baseline(config, output=args.output, say=_say)
+    _say(f"baseline of {summary['prompts']} prompts x {summary['samples_per_prompt']} ({summary['engine']}, "
+         f"{summary['world_size']} process(es)) -> {', '.join(summary['outputs'].values())}")
+    return 0
+
+
 def cmd_rewards_list(args: argparse.Namespace) -> int:
     import reward_models  # importing the package registers the built-ins
 
@@ -166,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="multidom", description="Multi-reward alignment by multivariate stochastic dominance.",
         epilog="Several GPUs: accelerate launch -m multidom train --config CONFIG.yaml", parents=[common],
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,rewards}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,baseline,rewards}")
     sub.required = True
 
     train = sub.add_parser("train", parents=[common], help="train from a YAML config (default: the quickstart)")
@@ -199,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report-to", action="append", help="wandb to log the report (offline by default)")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     ev.set_defaults(func=cmd_evaluate)
+
+    base = sub.add_parser("baseline", parents=[common],
+                          help="precompute the baseline cloud of an online config into a dataset file")
+    base.add_argument("--config", "-c", required=True, help="an online training config (YAML)")
+    base.add_argument("--output", "-o", required=True, help="the dataset file to write (.jsonl or .parquet)")
+    base.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    base.set_defaults(func=cmd_baseline)
 
     rewards = sub.add_parser("rewards", parents=[common], help="reward models")
     rsub = rewards.add_subparsers(dest="rewards_command", metavar="{list}")

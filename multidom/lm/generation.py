@@ -17,13 +17,14 @@ reward functions.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["Sampling", "Generations", "format_prompt", "encode_prompt", "generate", "is_conversational"]
+__all__ = ["Sampling", "Generations", "format_prompt", "encode_prompt", "generate", "is_conversational", "prompt_key"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def generate(
     seed: int = 0,
     progress: bool = False,
     desc: str = "generate",
+    per_prompt_seeds: bool = False,
 ) -> Generations:
     """Sample ``G`` completions for each of ``B`` prompts (batches of ``batch_size`` prompts).
 
@@ -151,6 +153,10 @@ def generate(
         G: completions per prompt, ``>= 1``.
         sampling: :class:`Sampling` (default: temperature 1, 32 new tokens).
         seed: batch ``b`` is sampled after ``torch.manual_seed(seed + b)``.
+        per_prompt_seeds: instead, completion ``g`` of each prompt is drawn with its own seed
+            (:func:`multidom.lm.seeded.sequence_seed` of ``seed``, the prompt and ``g``; Gumbel-max
+            sampling, :mod:`multidom.lm.seeded`), so the samples do not depend on the batch size, the
+            other prompts of the batch, or how prompts are sharded over processes.
         progress: show a tqdm bar counting prompts, labelled ``desc``.
     Returns:
         :class:`Generations`.
@@ -174,13 +180,17 @@ def generate(
             for b, start in enumerate(range(0, len(prompts), batch_size)):
                 chunk = encoded[start:start + batch_size]
                 ids, mask = _left_pad(chunk, pad_id)
-                torch.manual_seed(seed + b)
-                out = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                    temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None,
-                    repetition_penalty=s.repetition_penalty, max_new_tokens=s.max_new_tokens,
-                    num_return_sequences=G, pad_token_id=pad_id, **extra, **dict(s.generation_kwargs),
-                )
+                if per_prompt_seeds:
+                    out = _generate_seeded(model, ids.to(device), mask.to(device), prompts[start:start + batch_size],
+                                           G, s, seed, pad_id)
+                else:
+                    torch.manual_seed(seed + b)
+                    out = model.generate(
+                        input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                        temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None,
+                        repetition_penalty=s.repetition_penalty, max_new_tokens=s.max_new_tokens,
+                        num_return_sequences=G, pad_token_id=pad_id, **extra, **dict(s.generation_kwargs),
+                    )
                 new = out[:, ids.shape[1]:].cpu()
                 for i, prompt in enumerate(prompts[start:start + batch_size]):
                     row_ids = [_cut_at_stop(new[i * G + g], stop) for g in range(G)]
@@ -192,3 +202,25 @@ def generate(
     finally:
         model.train(was_training)
     return Generations(list(prompts), completions, encoded, completion_ids)
+
+
+def prompt_key(prompt: Any) -> str:
+    """A stable string key of a prompt (the string itself, or the conversation as sorted JSON)."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+
+
+def _generate_seeded(model: Any, ids: torch.Tensor, mask: torch.Tensor, prompts: Sequence[Any], G: int,
+                     s: Sampling, seed: int, pad_id: int) -> torch.Tensor:
+    """One ``model.generate`` call whose row ``i*G + g`` samples with its own seed (:mod:`multidom.lm.seeded`)."""
+    from transformers import LogitsProcessorList
+
+    from multidom.lm.seeded import seeded_processors, sequence_seed
+
+    seeds = [sequence_seed(seed, prompt_key(p), g) for p in prompts for g in range(G)]
+    processors = LogitsProcessorList(seeded_processors(s, seeds, ids.shape[1]))
+    return model.generate(
+        input_ids=ids.repeat_interleave(G, 0), attention_mask=mask.repeat_interleave(G, 0), do_sample=False,
+        num_beams=1, logits_processor=processors, repetition_penalty=s.repetition_penalty,
+        max_new_tokens=s.max_new_tokens,
+        pad_token_id=pad_id, temperature=None, top_p=None, top_k=None, min_p=None, **dict(s.generation_kwargs),
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["world", "gather_cat", "gather_to_cpu", "gather_padded", "comm_device"]
+__all__ = ["world", "gather_cat", "gather_to_cpu", "gather_padded", "comm_device", "shard", "gather_objects",
+           "max_over_ranks"]
 
 
 def world() -> tuple[int, int]:
@@ -67,3 +68,29 @@ def gather_padded(pts: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
             pts = torch.cat([pts, pts.new_full((pts.shape[0], pad, pts.shape[2]), float("nan"))], 1)
             mask = torch.cat([mask, mask.new_zeros((mask.shape[0], pad))], 1)
     return gather_to_cpu(pts)[0], gather_to_cpu(mask.to(torch.uint8))[0].bool()
+
+
+def shard(n: int) -> tuple[list[int], int]:
+    """This rank's share of ``n`` items -- ``rank, rank + world, ...`` -- and the share size every rank pads to
+    (``ceil(n / world)``), so that all ranks run the same number of collective forward passes (ZeRO-3 /
+    FSDP / synced generation would hang otherwise)."""
+    rank, size = world()
+    return list(range(rank, n, size)), -(-n // size)
+
+
+def gather_objects(obj: object) -> list:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` on one process)."""
+    if world()[1] == 1:
+        return [obj]
+    out: list = [None] * world()[1]
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest ``value`` over ranks."""
+    if world()[1] == 1:
+        return int(value)
+    t = torch.tensor([int(value)], device=comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)

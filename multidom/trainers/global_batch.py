@@ -22,7 +22,6 @@ Subclasses set :attr:`n_per_example` / :attr:`extra_keys` and implement :meth:`o
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -34,7 +33,14 @@ from transformers import Trainer, TrainingArguments
 
 from multidom.lm.logprobs import add_log_prob_head, sequence_logps
 from multidom.lm.tokenize import SequenceCollator
-from multidom.trainers.distributed import gather_cat, world
+from multidom.trainers.checkpoints import SafeCheckpoints
+from multidom.trainers.distributed import gather_cat, gather_objects, shard, world
+from multidom.trainers.reference import (
+    gathered_for_generation,
+    is_sharded_run,
+    prepare_reference,
+    reference_copy,
+)
 from multidom.trainers.tracking import JsonlMetrics
 
 __all__ = ["GlobalBatchConfig", "GlobalBatchTrainer"]
@@ -74,14 +80,16 @@ class _Cached:
     report: torch.Tensor  # 0-dim share of the step's loss reported for this micro-batch
 
 
-class GlobalBatchTrainer(Trainer):
+class GlobalBatchTrainer(SafeCheckpoints, Trainer):
     """``Trainer`` whose loss is a function of per-sequence log-probabilities ``(N, S)``.
 
     Args:
         model: the policy (a causal LM, or a PEFT model).
         ref_model: a separate frozen reference; ``None`` means the policy with its PEFT adapter
-            disabled (PEFT), the cached ``ref_logps`` column (``precompute_ref_log_probs``), or a
-            frozen copy of the policy made here.
+            disabled (PEFT), or a frozen copy of the policy made here (reloaded from its path under
+            ZeRO-3 / FSDP). Either way the reference is prepared by the engine
+            (:func:`multidom.trainers.reference.prepare_reference`); with ``precompute_ref_log_probs``
+            it scores the dataset once, sharded over the ranks, and is then released.
         args: a :class:`GlobalBatchConfig` subclass.
         train_dataset / eval_dataset: already tokenised (see :mod:`multidom.lm.tokenize`).
         processing_class: the tokenizer (its pad id pads the batches).
@@ -99,8 +107,8 @@ class GlobalBatchTrainer(Trainer):
             model = get_peft_model(model, peft_config)
         add_log_prob_head(model)
         self._is_peft = hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-        if ref_model is None and not self._is_peft and not args.precompute_ref_log_probs:
-            ref_model = copy.deepcopy(model)
+        if ref_model is None and not self._is_peft and (not args.precompute_ref_log_probs or is_sharded_run()):
+            ref_model = reference_copy(model)  # reloaded from the policy's path under ZeRO-3 / FSDP
         if ref_model is not None:
             add_log_prob_head(ref_model)
             ref_model.eval().requires_grad_(False)
@@ -112,7 +120,8 @@ class GlobalBatchTrainer(Trainer):
         callbacks = [*(callbacks or []), JsonlMetrics(Path(args.output_dir) / "metrics.jsonl")]
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=SequenceCollator(pad), callbacks=callbacks)
-        self.ref_model = None if ref_model is None else ref_model.to(self.args.device)
+        # the engine prepares the reference as it prepares the policy (ZeRO-3 / FSDP shard it; DDP: device only)
+        self.ref_model = None if ref_model is None else prepare_reference(ref_model, self.accelerator)
         self._plan: dict[int, _Cached] = {}
         self._cached: _Cached | None = None
         self._reported = torch.zeros(())
@@ -121,6 +130,7 @@ class GlobalBatchTrainer(Trainer):
             self.train_dataset = self._precompute_ref(self.train_dataset)
             if self.eval_dataset is not None:
                 self.eval_dataset = self._precompute_ref(self.eval_dataset)
+            self.ref_model = None  # the cached column replaces it; free its memory
 
     # ---- to be provided by subclasses -------------------------------------------------------
     def prepare_dataset(self, dataset):
@@ -149,20 +159,27 @@ class GlobalBatchTrainer(Trainer):
 
     @torch.no_grad()
     def _precompute_ref(self, dataset):
+        """The ``ref_logps`` column: each rank scores its share of the rows (every rank the same number of
+        forward passes, the collective ones of ZeRO-3 / FSDP included), and the shares are merged."""
         model = self.ref_model if self.ref_model is not None else self.model
         was_training = model.training
         model.eval()
-        rows: list[list[float]] = []
+        mine, share = shard(len(dataset))
+        padded = mine + [mine[-1] if mine else 0] * (share - len(mine))
+        rows: dict[int, list[float]] = {}
         bs = self.args.per_device_eval_batch_size
-        for start in range(0, len(dataset), bs):
-            batch = self.data_collator([dataset[i] for i in range(start, min(start + bs, len(dataset)))])
-            batch = self._prepare_inputs(batch)
-            with self._ref_context():
-                rows.extend(sequence_logps(model, batch, self.n_per_example).float().cpu().tolist())
+        with gathered_for_generation(model):  # a policy ZeRO-3 partitioned before any engine drives it
+            for start in range(0, len(padded), bs):
+                idx = padded[start:start + bs]
+                batch = self._prepare_inputs(self.data_collator([dataset[i] for i in idx]))
+                with self._ref_context():
+                    rows.update(zip(idx, sequence_logps(model, batch, self.n_per_example).float().cpu().tolist()))
         model.train(was_training)
+        for part in gather_objects({i: rows[i] for i in mine}):
+            rows.update(part)
         if "ref_logps" in dataset.column_names:
             dataset = dataset.remove_columns("ref_logps")
-        return dataset.add_column("ref_logps", rows)
+        return dataset.add_column("ref_logps", [rows[i] for i in range(len(dataset))])
 
     def _extras(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: inputs[k] for k in self.extra_keys if k in inputs}

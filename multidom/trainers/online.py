@@ -5,26 +5,28 @@ attributes, and :class:`~multidom.trainers.online_reward.DominanceReward` -- the
 function handed to ``trl.GRPOTrainer`` (public API only, TRL 1.16) -- turns the reward vectors of the
 global batch into potentials ``phi = n dD(P ≽ Q)/dw`` against the baseline cloud and returns ``-phi``.
 Generation, clipping, KL (``beta``), PEFT, vLLM and DeepSpeed stay TRL's; the baseline cloud is
-prepared before training (:mod:`multidom.trainers.online_baseline`).
+prepared before training by all ranks together, each sampling its share of the prompts
+(:mod:`multidom.trainers.online_baseline`), or precomputed by ``multidom baseline``.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 from pathlib import Path
 from typing import Any, Iterator
 
 from trl import GRPOTrainer
 
+from multidom.trainers.checkpoints import SafeCheckpoints
 from multidom.trainers.online_baseline import add_baseline_column, as_bank
 from multidom.trainers.online_config import OnlineDominanceConfig
 from multidom.trainers.online_reward import DominanceReward
+from multidom.trainers.reference import prepare_reference, reference_copy, zero3_partitioned
 from multidom.trainers.tracking import JsonlMetrics
 
 __all__ = ["OnlineDominanceTrainer", "OnlineDominanceConfig", "DominanceReward"]
 
 
-class OnlineDominanceTrainer(GRPOTrainer):
+class OnlineDominanceTrainer(SafeCheckpoints, GRPOTrainer):
     """GRPO whose only reward is the dominance aggregator (DESIGN.md §3.2).
 
     Args:
@@ -53,13 +55,16 @@ class OnlineDominanceTrainer(GRPOTrainer):
         if train_dataset is None or "prompt" not in train_dataset.column_names:
             raise ValueError("train_dataset must be a datasets.Dataset with a 'prompt' column")
         cache = Path(args.output_dir) / "baseline_cache.json"
-        with args.main_process_first(desc="baseline cloud"):  # rank 0 samples, the others read the cache
-            model.to(args.device)
-            train_dataset = add_baseline_column(train_dataset, args, scorer, model=model,
-                                                tokenizer=processing_class, cache_path=cache)
-            if eval_dataset is not None:
-                eval_dataset = add_baseline_column(eval_dataset, args, scorer, model=model,
-                                                   tokenizer=processing_class, cache_path=cache)
+        if args.baseline_source == "reference":
+            _check_materialised(model)
+            if not zero3_partitioned(model):
+                model.to(args.device)
+        # every rank samples its share of the prompts; the shares are merged, so all ranks see one cloud
+        train_dataset = add_baseline_column(train_dataset, args, scorer, model=model,
+                                            tokenizer=processing_class, cache_path=cache)
+        if eval_dataset is not None:
+            eval_dataset = add_baseline_column(eval_dataset, args, scorer, model=model,
+                                               tokenizer=processing_class, cache_path=cache)
         self.dominance = DominanceReward(scorer, args)
         callbacks = [*(callbacks or []), JsonlMetrics(Path(args.output_dir) / "metrics.jsonl")]
         super().__init__(
@@ -76,16 +81,31 @@ class OnlineDominanceTrainer(GRPOTrainer):
 
     @contextlib.contextmanager
     def reference_model(self) -> Iterator[Any]:
-        """The frozen reference for resampling the baseline: the policy with its adapter disabled (PEFT, no
-        copy), TRL's ``ref_model`` when it keeps one, else a frozen copy of the initial weights."""
+        """The frozen reference, ready for ``generate``, for resampling the baseline: the policy with its adapter
+        disabled (PEFT, no copy), TRL's ``ref_model`` when it keeps one, else a reference prepared once by the
+        engine (:mod:`multidom.trainers.reference`: reloaded from the policy's path under ZeRO-3 / FSDP, a
+        copy otherwise). Entered through TRL's ``unwrap_model_for_generation`` (ZeRO-3: parameters gathered
+        when ``ds3_gather_for_generation``); every rank must enter."""
+        from trl.models.utils import unwrap_model_for_generation
+
+        gather = bool(getattr(self.args, "ds3_gather_for_generation", True))
         unwrapped = self.accelerator.unwrap_model(self.model)
         if hasattr(unwrapped, "disable_adapter") and hasattr(unwrapped, "peft_config"):
-            with unwrapped.disable_adapter():
-                yield unwrapped
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator, gather_deepspeed3_params=gather) as m:
+                with m.disable_adapter():
+                    yield m
             return
-        if self.ref_model is not None:
-            yield self.accelerator.unwrap_model(self.ref_model)
-            return
-        if self._frozen is None:
-            self._frozen = copy.deepcopy(unwrapped).eval().requires_grad_(False)
-        yield self._frozen
+        if self.ref_model is None and self._frozen is None:
+            self._frozen = prepare_reference(reference_copy(unwrapped), self.accelerator)
+        ref = self.ref_model if self.ref_model is not None else self._frozen
+        with unwrap_model_for_generation(ref, self.accelerator, gather_deepspeed3_params=gather) as m:
+            yield m
+
+
+def _check_materialised(model: Any) -> None:
+    """Sampling the baseline needs the weights on every rank (FSDP's ``cpu_ram_efficient_loading`` leaves them
+    on the meta device outside rank 0 until the engine syncs them)."""
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise ValueError("the policy's weights are on the meta device on this rank (FSDP cpu_ram_efficient_loading), "
+                         "so it cannot sample the baseline before training: precompute it with `multidom baseline` "
+                         "(then baseline_source: column) or set fsdp_cpu_ram_efficient_loading: false")

@@ -11,7 +11,8 @@ Options by estimator (anything else is a ``ValueError`` listing the valid ones):
 * ``quantile``: none;
 * ``sliced``: ``n_directions`` (64), ``directions`` (``"random"`` | ``"qmc"``), ``seed``;
 * ``sinkhorn``: ``reg`` (0.1, the entropic lambda as named in POT), ``backend``
-  (``"builtin"`` | ``"pot"`` | ``"geomloss"``), ``max_iter``, ``tol``, ``eps_scaling``, ``return_plan``.
+  (``"builtin"`` | ``"pot"`` | ``"geomloss"``), ``max_iter``, ``tol``, ``eps_scaling`` (``"auto"``),
+  ``return_plan``, ``on_unconverged`` (``"warn"`` | ``"raise"`` | ``"ignore"``).
 """
 from __future__ import annotations
 

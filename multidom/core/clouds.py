@@ -28,6 +28,9 @@ class ViolationResult:
         plan: ``(..., n, m)`` the coupling, when the estimator has one and it was asked for.
         f: ``(..., n)`` dual potential of the positive points, when available.
         g: ``(..., m)`` dual potential of the negative points, when available.
+        marginal_error: ``(...)`` L1 marginal error of the plan, for iterative solvers
+            (``sinkhorn``); ``None`` for the exact ones.
+        iterations: iterations the solver ran (``sinkhorn``), else ``None``.
     """
 
     value: torch.Tensor
@@ -35,6 +38,8 @@ class ViolationResult:
     plan: torch.Tensor | None = None
     f: torch.Tensor | None = None
     g: torch.Tensor | None = None
+    marginal_error: torch.Tensor | None = None
+    iterations: int | None = None
 
 
 def as_cloud(cloud: CloudLike, name: str) -> tuple[torch.Tensor, torch.Tensor]:

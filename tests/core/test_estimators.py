@@ -205,3 +205,62 @@ def test_exact_returns_plan_and_centred_potentials():
     assert (fg <= C - res.value + 1e-10).all()
     on_support = res.plan > 1e-12
     torch.testing.assert_close(fg[on_support], (C - res.value)[on_support], rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- issue 13 regressions
+def test_sliced_directions_start_with_the_axes():
+    for kind in ("random", "qmc"):
+        th = sliced_directions(3, 10, kind, 4)
+        torch.testing.assert_close(th[:3], torch.eye(3, **T))
+        assert th.shape == (10, 3) and (th[3:] > 0).all()  # the drawn ones lie inside the orthant
+    torch.testing.assert_close(sliced_directions(4, 4, "random", 0), torch.eye(4, **T))
+    with pytest.raises(ValueError, match="n_directions must be >= d = 3"):
+        sliced_directions(3, 2)
+
+
+@pytest.mark.parametrize("directions", ["random", "qmc"])
+@pytest.mark.parametrize("n_directions", [2, 8, 64, 256])
+def test_sliced_sees_a_violated_marginal(directions, n_directions):
+    # X = {(10, -0.01)}, Y = {(0, 0)}: attribute 2 is violated by 0.01, so quantile = exact = 0.01;
+    # a direction (c, s) inside the orthant projects to 10 c - 0.01 s > 0 for c > 0.001: dominated.
+    # With the axes among the L slices, slice e_2 pays 0.01: sliced = 0.01 / L (it was 0).
+    X, Y = torch.tensor([[10.0, -0.01]], **T), torch.tensor([[0.0, 0.0]], **T)
+    assert multidom.violation(X, Y, estimator="quantile").item() == pytest.approx(0.01, abs=1e-15)
+    assert multidom.violation(X, Y, estimator="exact").item() == pytest.approx(0.01, abs=1e-15)
+    got = multidom.violation(X, Y, estimator="sliced", n_directions=n_directions, directions=directions, seed=1)
+    assert got.item() == pytest.approx(0.01 / n_directions, rel=1e-9)
+
+
+def test_exact_zero_weight_points_get_their_c_transform():
+    # POT's network simplex leaves the dual of a zero-weight point feasible but not tight (seed 18
+    # below: -0.66 where the c-transform is +0.22), and the weight gradient then has the wrong sign.
+    # The tight value min_j (C_ij - g_j) is the right derivative of D when mass moves onto the point
+    # (non-degenerate random weights: the duals of the points with mass are unique).
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(5, 2, generator=g, **T), torch.randn(4, 2, generator=g, **T)
+        b = torch.rand(4, generator=g, **T) + 0.1
+        a = torch.rand(5, generator=g, **T) + 0.1
+        a[1] = 0.0
+        a, b = a / a.sum(), b / b.sum()
+        b = torch.cat([b, torch.zeros(1, **T)])  # and a zero-weight negative point
+        y = torch.cat([y, torch.randn(1, 2, generator=g, **T)])
+        C = cost_matrix(x, y, get_cost("hinge"))
+        res = multidom.solve((x, a), (y, b), estimator="exact", cost="hinge")
+        f, gg = res.f, res.g
+        # c-transforms on the support of the other cloud, up to the centring constant D
+        assert f[1].item() == pytest.approx((C[1, :4] - gg[:4]).min().item() - res.value.item(), abs=1e-10)
+        assert gg[4].item() == pytest.approx((C[[0, 2, 3, 4], 4] - f[[0, 2, 3, 4]]).min().item()
+                                             - res.value.item(), abs=1e-10)
+        # one-sided finite differences along e_i - a (mass moved onto the masked point)
+        t = 1e-7
+        for side, w, i in (("a", a, 1), ("b", b, 4)):
+            w2 = (w + t * (torch.arange(len(w)) == i)) / (1 + t)
+            pair = ((x, w2), (y, b)) if side == "a" else ((x, a), (y, w2))
+            fd = (ot.emd2(*(p[1].numpy() for p in pair), C.numpy()) - res.value.item()) / (t / (1 + t))
+            pot = f[1] if side == "a" else gg[4]
+            assert pot.item() == pytest.approx(fd, abs=1e-5), (seed, side)
+        # the autograd weight gradient is the same potential
+        ag = a.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(multidom.violation((x, ag), (y, b), estimator="exact", cost="hinge"), ag)
+        assert (grad - grad @ a)[1].item() == pytest.approx(f[1].item(), abs=1e-10)

@@ -20,7 +20,9 @@ value is ``<a, f> + <b, g>``, the dual objective at its potentials, i.e. the sam
 
 geomloss runs a fixed number of symmetric (averaged) updates -- one per annealing step, ending
 with a single one at ``reg`` -- so its accuracy is set by ``eps_scaling`` alone (closer to 1 = more
-iterations); ``tol`` and ``max_iter`` do not apply. Measured on small problems at ``reg = 0.1``:
+iterations); ``max_iter`` does not apply, and ``tol`` only judges the result: the returned plan's
+L1 marginal error is compared with it afterwards (a warning, or an error, from
+:func:`multidom.core.sinkhorn.sinkhorn_estimator` when above). Measured on small problems at ``reg = 0.1``:
 ratio 0.5 leaves the value off by ~1e-3 and ``<pi, C>`` by ~0.1; 0.998 (~1,300 updates) brings the
 value to ~1e-4 and the potentials to a few 1e-2. Prefer ``builtin`` or ``pot`` when the
 potentials are used as advantages. Its potentials are finished with one exact c-transform (so
@@ -41,7 +43,7 @@ from multidom.core.sinkhorn.builtin import envelope_result, f_update, state_from
 
 __all__ = ["DEFAULT_SCALING", "solve", "tagged_cost", "tag"]
 
-#: annealing ratio used when the caller passes ``eps_scaling=None`` (geomloss always anneals).
+#: annealing ratio used when the caller passes ``eps_scaling=None`` or ``"auto"`` (geomloss always anneals).
 DEFAULT_SCALING = 0.9
 
 
@@ -70,15 +72,15 @@ def solve(
     reg: float,
     max_iter: int,
     tol: float,
-    eps_scaling: float | None,
+    eps_scaling: float | str | None,
     return_plan: bool,
 ) -> ViolationResult:
     """Entropic violation with geomloss; arguments and return as in
     :func:`multidom.core.sinkhorn.sinkhorn_estimator` (``x (..., n, d)``, ``a (..., n)``,
-    ``y (..., m, d)``, ``b (..., m)``). ``tol`` and ``max_iter`` do not apply (module docstring);
-    ``eps_scaling=None`` means geomloss's annealing ratio :data:`DEFAULT_SCALING`.
+    ``y (..., m, d)``, ``b (..., m)``). ``max_iter`` does not apply and ``tol`` only judges the
+    result (module docstring); ``eps_scaling=None`` or ``"auto"`` means :data:`DEFAULT_SCALING`.
     """
-    if eps_scaling is None:
+    if eps_scaling is None or eps_scaling == "auto":
         eps_scaling = DEFAULT_SCALING
     n, m, d = x.shape[-2], y.shape[-2], x.shape[-1]
     with torch.no_grad():
@@ -92,5 +94,5 @@ def solve(
         ad, bd = a.detach().reshape(-1, n).to(c.dtype), b.detach().reshape(-1, m).to(c.dtype)
         _, g = solver(ad, tag(x.detach().reshape(-1, n, d), 1.0), bd, tag(y.detach().reshape(-1, m, d), -1.0))
         f = f_update(cd / -reg, g, bd.log(), reg)
-    state = state_from_potentials(c, f.reshape(a.shape), g.reshape(b.shape), reg)
+    state = state_from_potentials(c, f.reshape(a.shape), g.reshape(b.shape), reg, a, b)
     return envelope_result(x, a, y, b, cost, c, state, reg=reg, return_plan=return_plan)

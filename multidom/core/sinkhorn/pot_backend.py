@@ -15,8 +15,10 @@ own last update, which also defines ``f`` on zero-weight samples) and the value 
 come from :func:`multidom.core.sinkhorn.builtin.envelope_result`, as for every backend.
 
 Differences from the built-in solver: no epsilon-scaling (``eps_scaling`` is ignored -- POT's
-log solver starts from zero potentials at ``reg``); ``tol`` is POT's ``stopThr``, the L2 norm of
-the column-marginal error checked every 10 iterations (the built-in one uses the L1 row error).
+log solver starts from zero potentials at ``reg``); POT stops on the L2 norm of the column-marginal
+error, checked every 10 iterations, so ``stopThr = tol / sqrt(m)`` is passed (an L1 error below
+``tol``; the built-in one uses the L1 row error). POT's own non-convergence warning is off: the
+common check of :func:`multidom.core.sinkhorn.sinkhorn_estimator` reports it, with the error.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def solve(
     reg: float,
     max_iter: int,
     tol: float,
-    eps_scaling: float | None,
+    eps_scaling: float | str | None,
     return_plan: bool,
 ) -> ViolationResult:
     """Entropic violation with POT's ``sinkhorn_log``; arguments and return as in
@@ -52,15 +54,18 @@ def solve(
         n, m = c.shape[-2:]
         cd = c.reshape(-1, n, m)
         ad, bd = a.detach().reshape(-1, n).to(c.dtype), b.detach().reshape(-1, m).to(c.dtype)
-        log_v = torch.stack([
-            ot.bregman.sinkhorn_log(ad[k], bd[k], cd[k], reg, numItermax=max_iter, stopThr=tol,
-                                    log=True, warn=False)[1]["log_v"]
+        # POT stops on the L2 column error; L1 <= sqrt(m) L2, so this threshold means an L1 error < tol
+        logs = [
+            ot.bregman.sinkhorn_log(ad[k], bd[k], cd[k], reg, numItermax=max_iter, stopThr=tol / m**0.5,
+                                    log=True, warn=False)[1]
             for k in range(cd.shape[0])
-        ])
+        ]
+        log_v = torch.stack([log["log_v"] for log in logs])
         log_a, log_b = ad.log(), bd.log()
         g = torch.where(bd > 0, reg * (log_v - log_b), torch.zeros_like(log_v))
         neg_c = cd / -reg
         f = f_update(neg_c, g, log_b, reg)
         g = torch.where(bd > 0, g, g_update(neg_c, f, log_a, reg))  # c-transform on masked samples
-    state = state_from_potentials(c, f.reshape(a.shape), g.reshape(b.shape), reg)
+    state = state_from_potentials(c, f.reshape(a.shape), g.reshape(b.shape), reg, a, b)
+    state.iterations = max(int(log["niter"]) + 1 for log in logs)
     return envelope_result(x, a, y, b, cost, c, state, reg=reg, return_plan=return_plan)

@@ -4,10 +4,16 @@ The score of head ``j`` is ``act(logits(x, y))_j`` where ``logits`` is the class
 (prompt, completion) pair and ``act`` is ``identity`` (default: the raw reward logit, as trained by a
 Bradley-Terry loss), ``sigmoid`` or ``softmax`` (a class probability).
 
-Input text: when the tokenizer has a chat template (and ``chat_template`` is not False) the prompt and the
-completion are rendered as one conversation (a string prompt is a ``user`` message, a string completion an
-``assistant`` message) and tokenised without extra special tokens; otherwise the tokenizer encodes the pair
-``(prompt, completion)`` (``[CLS] x [SEP] y [SEP]`` for BERT-style reward models).
+Input text: the format the reward model was trained on, chosen by ``template`` (table :data:`TEMPLATES`),
+always from the **whole** conversation (every turn of a conversational prompt, not only the last user turn):
+
+* ``chat`` -- the tokenizer's chat template on the conversation plus the completion as the assistant turn,
+  tokenised without extra special tokens (default when the tokenizer has a chat template);
+* ``pair`` -- the tokenizer's pair encoding of ``(prompt text, completion text)`` (``[CLS] x [SEP] y [SEP]`` for
+  BERT-style models; default otherwise); a conversation's turns are joined by newlines;
+* ``hh`` -- Anthropic HH-RLHF's ``"\n\nHuman: ...\n\nAssistant: ..."``, every turn, then the pair
+  ``(conversation + "\n\nAssistant:", completion)`` as the HH reward models' cards feed it (e.g.
+  ``Ray2333/gpt2-large-harmless-reward_model``; GPT-2 tokenizers have no chat template).
 
 Heads: ``head=j`` (index or label) gives one attribute named ``name``; ``heads=[...]`` or ``heads="all"`` give
 one attribute per head, named ``<name>/<label>`` (HelpSteer-style multi-attribute reward models).
@@ -28,17 +34,43 @@ from reward_models.base import (
     as_messages,
     check_batch,
     completion_text,
-    prompt_text,
 )
 from reward_models.registry import register
 
-__all__ = ["HFClassifierReward"]
+__all__ = ["HFClassifierReward", "TEMPLATES"]
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,
     "sigmoid": torch.sigmoid,
     "softmax": lambda z: z.softmax(dim=-1),
 }
+
+
+def _turns(prompt: Text, completion: Text) -> list[dict[str, Any]]:
+    """The whole conversation: the prompt's messages (a string is one user turn), then the completion's."""
+    return as_messages(prompt, "user") + as_messages(completion, "assistant")
+
+
+def _chat(tok: Any, prompt: Text, completion: Text) -> tuple[str, str | None]:
+    return tok.apply_chat_template(_turns(prompt, completion), tokenize=False), None
+
+
+def _pair(tok: Any, prompt: Text, completion: Text) -> tuple[str, str | None]:
+    text = prompt if isinstance(prompt, str) else "\n".join(completion_text([m]) for m in prompt)
+    return text, completion_text(completion)
+
+
+_HH_ROLES = {"user": "\n\nHuman: ", "assistant": "\n\nAssistant: "}
+
+
+def _hh(tok: Any, prompt: Text, completion: Text) -> tuple[str, str | None]:
+    turns = as_messages(prompt, "user")
+    text = "".join(_HH_ROLES.get(m.get("role"), "") + completion_text([m]) for m in turns)
+    return text + "\n\nAssistant:", " " + completion_text(completion).lstrip()
+
+
+#: ``template`` name -> ``(tokenizer, prompt, completion) -> (text, text pair or None)``.
+TEMPLATES: dict[str, Callable[[Any, Text, Text], tuple[str, str | None]]] = {"chat": _chat, "pair": _pair, "hh": _hh}
 
 
 def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -90,7 +122,9 @@ class HFClassifierReward(RewardModel):
         max_length: truncation length in tokens.
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
         dtype: e.g. ``"bfloat16"``; default the checkpoint's.
-        chat_template: render chats with the tokenizer's template (default: when it has one).
+        template: the input format, a name of :data:`TEMPLATES` (``chat``, ``pair``, ``hh``); default ``chat``
+            when the tokenizer has a chat template, else ``pair``.
+        chat_template: older switch: ``True`` is ``template="chat"``, ``False`` is ``template="pair"``.
         trust_remote_code: run the checkpoint's own code (off unless given).
         revision: hub revision.
     """
@@ -108,6 +142,7 @@ class HFClassifierReward(RewardModel):
         max_length: int = 1024,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
+        template: str | None = None,
         chat_template: bool | None = None,
         trust_remote_code: bool = False,
         revision: str | None = None,
@@ -145,9 +180,18 @@ class HFClassifierReward(RewardModel):
         self.activation = _ACTIVATIONS[activation]
         self.batch_size, self.max_length = batch_size, max_length
         has_template = getattr(self.tokenizer, "chat_template", None) is not None
-        if chat_template and not has_template:
-            raise ValueError(f"reward model {name!r}: chat_template=True but the tokenizer of {model!r} has none")
-        self.use_chat_template = has_template if chat_template is None else bool(chat_template)
+        if chat_template is not None:
+            if template is not None:
+                raise ValueError(f"reward model {name!r}: pass template= or chat_template=, not both")
+            template = "chat" if chat_template else "pair"
+        template = template or ("chat" if has_template else "pair")
+        if template not in TEMPLATES:
+            raise ValueError(f"reward model {name!r}: unknown template {template!r}; choose from {list(TEMPLATES)}")
+        if template == "chat" and not has_template:
+            raise ValueError(f"reward model {name!r}: template 'chat' (chat_template=True) but the tokenizer of "
+                             f"{model!r} has none (no chat template); use template: pair or hh")
+        self.template = template
+        self.use_chat_template = template == "chat"
 
     def _index(self, head: int | str) -> int:
         if isinstance(head, str):
@@ -170,14 +214,12 @@ class HFClassifierReward(RewardModel):
     def encode(self, prompts: Sequence[Text], completions: Sequence[Text]) -> dict[str, torch.Tensor]:
         """Tokenised batch (on the model's device) exactly as it is fed to the classifier."""
         common = {"padding": True, "truncation": True, "max_length": self.max_length, "return_tensors": "pt"}
-        if self.use_chat_template:
-            texts = [
-                self.tokenizer.apply_chat_template(as_messages(p, "user") + as_messages(c, "assistant"), tokenize=False)
-                for p, c in zip(prompts, completions)
-            ]
-            enc = self.tokenizer(texts, add_special_tokens=False, **common)
+        render = TEMPLATES[self.template]
+        texts, pairs = zip(*(render(self.tokenizer, p, c) for p, c in zip(prompts, completions)))
+        if pairs[0] is None:
+            enc = self.tokenizer(list(texts), add_special_tokens=False, **common)
         else:
-            enc = self.tokenizer([prompt_text(p) for p in prompts], [completion_text(c) for c in completions], **common)
+            enc = self.tokenizer(list(texts), list(pairs), **common)
         return {k: v.to(self.device) for k, v in enc.items()}
 
     @torch.inference_mode()

@@ -222,5 +222,24 @@ def _generate_seeded(model: Any, ids: torch.Tensor, mask: torch.Tensor, prompts:
         input_ids=ids.repeat_interleave(G, 0), attention_mask=mask.repeat_interleave(G, 0), do_sample=False,
         num_beams=1, logits_processor=processors, repetition_penalty=s.repetition_penalty,
         max_new_tokens=s.max_new_tokens,
-        pad_token_id=pad_id, temperature=None, top_p=None, top_k=None, min_p=None, **dict(s.generation_kwargs),
+        pad_token_id=pad_id, temperature=None, top_p=None, top_k=None, min_p=None, synced_gpus=_sharded(model),
+        **dict(s.generation_kwargs),
     )
+
+
+def _sharded(model: Any) -> bool:
+    """Whether every forward pass of ``model`` is a collective over ranks (FSDP1/FSDP2, ZeRO-3): generation
+    must then keep stepping until every rank is done (``synced_gpus``). HF detects FSDP1 and ZeRO-3 itself but
+    not a module sharded by ``fully_shard`` (accelerate's FSDP2)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6
+        from torch.distributed._composable.fsdp import FSDPModule
+    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) or
+               any(hasattr(p, "ds_id") for p in m.parameters(recurse=False)) for m in model.modules())

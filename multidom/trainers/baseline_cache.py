@@ -94,5 +94,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def write_rows(path: str | Path, key: dict[str, Any], rows: dict[str, list]) -> None:
-    atomic_write_text(path, json.dumps({"key": key, "fingerprint": fingerprint(key), "rows": rows}))
+def write_rows(path: str | Path, key: dict[str, Any], rows: dict[str, list], world_size: int = 1) -> None:
+    """Write the cache atomically; ``world_size`` (how many processes sampled it) is recorded, not keyed."""
+    atomic_write_text(path, json.dumps({"key": key, "fingerprint": fingerprint(key), "world_size": world_size,
+                                        "rows": rows}))

@@ -202,7 +202,7 @@ class GlobalBatchTrainer(SafeCheckpoints, Trainer):
         with torch.enable_grad():
             loss, stats = self.objective(leaf, all_ref, all_extras)
             (grad,) = torch.autograd.grad(loss, leaf)
-        self._record(stats)
+        self._record({**stats, "global_batch/examples": float(all_logps.shape[0])})
         grad = grad[mine].split(sizes)
         ref = local_ref.split(sizes)
         report = loss.detach() / len(batches)

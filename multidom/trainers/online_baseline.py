@@ -166,6 +166,9 @@ def baseline_rows(dataset: Any, config: Any, scorer: Scorer, *, model: Any = Non
     if not todo:
         return cache
     mine = [todo[j] for j in shard(len(todo))[0]]
+    if world()[1] > 1:
+        print(f"multidom: baseline cloud: rank {rank}/{world()[1]} samples {len(mine)} of {len(todo)} prompts",
+              flush=True)
     if sampler is None and source == "reference":
         show = (not getattr(config, "disable_tqdm", False)) if progress is None else progress
 
@@ -176,7 +179,7 @@ def baseline_rows(dataset: Any, config: Any, scorer: Scorer, *, model: Any = Non
     for part in gather_objects(fresh):
         cache.update(part)
     if cache_path is not None and rank == 0:
-        write_rows(cache_path, key, cache)
+        write_rows(cache_path, key, cache, world_size=world()[1])
     return cache
 
 

@@ -94,6 +94,7 @@ def test_real_configs_parse_into_the_trainers_configs(tmp_path):
     assert p.args.dominance.estimator == "sinkhorn" and p.args.dominance.options == {"reg": 0.1}
     assert [r["type"] for r in p.rewards] == ["hf_classifier", "hf_classifier"]
     assert [r["name"] for r in p.rewards] == ["harmless", "helpful"]
+    assert [r["template"] for r in p.rewards] == ["hh", "hh"]  # the format the HH reward models were trained on
     assert p.model.peft["r"] == 16
 
     trainer, hs, p = _plan("helpsteer2_offline.yaml", tmp_path)
@@ -104,6 +105,31 @@ def test_real_configs_parse_into_the_trainers_configs(tmp_path):
     trainer, uf, p = _plan("ultrafeedback_aot.yaml", tmp_path)
     assert trainer == "aot" and p.args.pairing == "unpaired" and p.args.beta == 0.01 and p.args.global_batch
     assert p.args.dominance.cost == "logistic" and p.args.dominance.estimator == "quantile"
+
+
+#: rows of the real datasets (HH: the config's max_samples) and whether a row is a prompt with G generations
+SIZES = {"hh_rlhf_online.yaml": 4096, "ultrafeedback_aot.yaml": 61_135, "helpsteer2_offline.yaml": 10_000}
+
+
+@pytest.mark.parametrize("name", REAL)
+@pytest.mark.parametrize("gpus", [1, 8])
+def test_real_config_schedules_fit_the_data_and_the_world_size(name, gpus, tmp_path):
+    """Warmup, evaluation and saving happen within the run on 1 and on 8 GPUs; LoRA gets a LoRA learning rate."""
+    import math
+
+    trainer, _, p = _plan(name, tmp_path)
+    a = p.args
+    per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * gpus  # completions online
+    rows = SIZES[name] * (a.num_generations if trainer == "online" else 1)
+    steps = math.ceil(rows / per_step) * a.num_train_epochs
+    assert steps >= 50, (name, gpus, steps)
+    for key in ("save_steps", "eval_steps", "warmup_steps"):
+        value = getattr(a, key)
+        if value:
+            at = value * steps if value < 1 else value
+            assert at <= steps / 2, (key, value, steps)  # reached, and more than once for save/eval
+    assert 0 < a.warmup_steps < 1  # warmup as a ratio of the run
+    assert p.model.peft and a.learning_rate >= 5e-6  # LoRA: ~10x a full-fine-tune rate
 
 
 @pytest.mark.parametrize("old, new", [
@@ -119,6 +145,7 @@ def test_real_configs_parse_into_the_trainers_configs(tmp_path):
     ("training.beta='0.1'", "training.beta must be a number, got '0.1'"),
     ("training.num_generations=0", "num_generations must be >= 2"),
     ("model.trust_remote_code='false'", "trust_remote_code must be true or false"),
+    ("training.trust_remote_code=true", "training.trust_remote_code is not read here.*set model.trust_remote_code"),
 ])
 def test_old_names_and_bad_values_are_one_line_errors_before_loading(old, new, tmp_path):
     from multidom.app.recipes import plan
@@ -173,9 +200,11 @@ def _train_one_step(capsys, cfg: dict, out: Path) -> dict:
 def test_hh_rlhf_online_builds_and_steps_with_standins(standins, tmp_path, capsys):
     cfg = real("hh_rlhf_online.yaml")
     cfg["model"] = {**cfg["model"], "name_or_path": str(standins["lm"]), "dtype": "float32"}
-    # trl-lib/hh-rlhf-helpful-base rows: a conversational prompt (+ chosen / rejected, unused online)
+    # HH-style multi-turn conversational preference rows without a prompt column: the prompt is every turn
+    # before the last answer (TRL's extract_prompt), and the reward models see all of it (template: hh)
+    turns = [_user(p) + _assistant("hi") + _user("why") for p in PROMPTS]
     cfg["data"]["path"] = _jsonl(tmp_path / "hh.jsonl", [
-        {"prompt": _user(p), "chosen": _assistant("good"), "rejected": _assistant("bad")} for p in PROMPTS])
+        {"chosen": t + _assistant("good"), "rejected": t + _assistant("bad")} for t in turns])
     for spec in cfg["rewards"]:
         spec.update(model=str(standins["rm"]), device="cpu", max_length=64)
     cfg["training"].update(CPU, max_steps=1, per_device_train_batch_size=4, gradient_accumulation_steps=1,
@@ -185,6 +214,11 @@ def test_hh_rlhf_online_builds_and_steps_with_standins(standins, tmp_path, capsy
     assert summary["trainer"] == "online" and summary["global_step"] == 1
     assert summary["reward_attributes"] == ["harmless", "helpful"]
     assert Path(summary["model_path"]).is_dir()
+    cache = json.loads((tmp_path / "hh" / "baseline_cache.json").read_text())
+    prompts = [json.loads(k) for k in cache["rows"]]
+    assert sorted(map(json.dumps, prompts)) == sorted(json.dumps(t, sort_keys=True) for t in turns)  # whole turns
+    assert all(len(v) == 2 for pts in cache["rows"].values() for v in pts)
+    assert [m["template"] for m in cache["key"]["bank"]] == ["hh", "hh"]
 
 
 @pytest.mark.slow

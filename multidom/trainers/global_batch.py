@@ -101,6 +101,12 @@ class GlobalBatchTrainer(SafeCheckpoints, Trainer):
 
     def __init__(self, model, args: GlobalBatchConfig, *, ref_model=None, train_dataset=None, eval_dataset=None,
                  processing_class=None, callbacks=None, peft_config=None):
+        if getattr(Trainer, "loss_is_scaled_for_ga", "missing") == "missing":  # transformers < 5.19
+            import transformers
+
+            raise ImportError(f"multidom's global-batch trainers need transformers >= 5.19 (the Trainer hook "
+                              f"loss_is_scaled_for_ga); found {transformers.__version__}, whose Trainer would scale "
+                              "the gradients for accumulation a second time")
         if peft_config is not None:
             from peft import get_peft_model
 

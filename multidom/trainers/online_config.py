@@ -4,9 +4,12 @@
 dominance fields; every field carries one sentence of help. Generation, clipping, KL (``beta``, TRL's
 meaning), PEFT, vLLM and DeepSpeed options are GRPO's. What ``D(P ≽ Q)`` means -- estimator, cost, its
 gain and margin, estimator options, normalisation -- is one :class:`~multidom.core.spec.DominanceSpec`
-in the ``dominance`` field (a mapping is converted and validated on construction). Two GRPO options are fixed because the method depends on
-them: ``scale_rewards="none"`` (TRL then returns exactly ``A = -(phi - mean_group phi)``) and
-``multi_objective_aggregation="sum_then_normalize"`` with a single reward function.
+in the ``dominance`` field (a mapping is converted and validated on construction). One GRPO option is fixed because the method depends on
+it: ``multi_objective_aggregation="sum_then_normalize"`` with a single reward function. ``scale_rewards``
+sets the scale of the advantages (:data:`ADVANTAGE_SCALES`): ``"none"`` gives exactly
+``A = -(phi - mean_group phi)``; ``"group"`` divides each prompt's centred potentials by their std,
+``A = -(phi - mean phi) / (std phi + 1e-4)`` (TRL's formula; a prompt whose potentials are all equal keeps
+``A = 0``), which puts every group's step on GRPO's unit scale; ``"batch"`` divides by the batch std.
 """
 from __future__ import annotations
 
@@ -19,7 +22,14 @@ from multidom.core.estimators import ESTIMATORS
 from multidom.core.spec import DominanceSpec
 from multidom.objectives.online import GROUPINGS
 
-__all__ = ["OnlineDominanceConfig", "BASELINE_SOURCES", "DOMINANCE_FIELDS"]
+__all__ = ["OnlineDominanceConfig", "ADVANTAGE_SCALES", "BASELINE_SOURCES", "DOMINANCE_FIELDS"]
+
+#: ``scale_rewards``: how the centred potentials ``-(phi - mean_group phi)`` are scaled into advantages (TRL).
+ADVANTAGE_SCALES: dict[str, str] = {
+    "none": "A = -(phi - mean_group phi): the potentials' own scale (the cost's slope on normalised attributes)",
+    "group": "A = -(phi - mean_group phi) / (std_group phi + 1e-4): unit scale per prompt, as GRPO's advantages",
+    "batch": "A = -(phi - mean_group phi) / (std_batch phi + 1e-4): one scale for the whole batch",
+}
 
 #: Where the negative (baseline) cloud comes from.
 BASELINE_SOURCES: dict[str, str] = {
@@ -89,7 +99,8 @@ class OnlineDominanceConfig(GRPOConfig):
     )
     scale_rewards: str = field(
         default="none",
-        metadata={"help": "Must stay 'none': the advantage is then exactly -(phi - group mean of phi)."},
+        metadata={"help": "Scale of the advantages from the centred potentials: 'none', 'group' or 'batch' "
+                          "(see ADVANTAGE_SCALES)."},
     )
     report_to: Any = field(
         default="wandb", metadata={"help": "Trackers; wandb runs offline unless a key is configured."}
@@ -104,15 +115,11 @@ class OnlineDominanceConfig(GRPOConfig):
         tables = {
             "grouping": (self.grouping, GROUPINGS),
             "baseline_source": (self.baseline_source, BASELINE_SOURCES),
+            "scale_rewards": (self.scale_rewards, ADVANTAGE_SCALES),
         }
         for name, (value, table) in tables.items():
             if value not in table:
                 raise ValueError(f"{name} must be one of {', '.join(table)}; got {value!r}")
-        if self.scale_rewards != "none":
-            raise ValueError(
-                f"scale_rewards must be 'none' for the dominance trainer (got {self.scale_rewards!r}): "
-                "scaling by the group std would distort the potentials"
-            )
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError("multi_objective_aggregation must stay 'sum_then_normalize' (one aggregated reward)")
         if self.beta < 0:

@@ -108,8 +108,9 @@ def test_buffer_baseline(tmp_path):
 
 
 def test_config_validation(tmp_path):
-    with pytest.raises(ValueError, match="scale_rewards must be 'none'"):
-        _cfg(tmp_path, scale_rewards="group")
+    with pytest.raises(ValueError, match="scale_rewards must be one of none, group, batch"):
+        _cfg(tmp_path, scale_rewards="std")
+    assert _cfg(tmp_path, scale_rewards="group").scale_rewards == "group"  # GRPO's unit scale per group
     with pytest.raises(ValueError, match="unknown estimator 'wasserstein'"):
         _cfg(tmp_path, dominance={"estimator": "wasserstein"})
     with pytest.raises(ValueError, match="dominance.reg was renamed: use dominance.options.reg"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -37,8 +38,8 @@ from multidom.app.guards import (
     find_default_config,
     finish_wandb,
     one_line,
-    set_aside_incomplete_checkpoints,
 )
+from multidom.app.rundir import after_interrupt, claim
 from multidom.keys import ConfigError, unknown_key_message
 
 __all__ = ["main", "TRAINERS", "build_parser"]
@@ -48,6 +49,21 @@ TRAINERS = ("online", "aot", "offline", "quickstart")
 
 _EXIT_ERROR = 1
 _EXIT_INTERRUPT = 130
+_EXIT_TERM = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (the checkpoints are made safe, wandb closed) but exiting with 143."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -66,9 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_local_paths(config)
     check_reward_types(config)
     out = ensure_writable(output_dir)
+    claim(out, resume=bool(args.resume), overwrite=bool(args.overwrite))
     args.resolved_output_dir = str(out)
-    if args.resume and not any(out.rglob("checkpoint-*")):
-        _say(f"--resume: no checkpoint-* in {out} yet")
     _say(f"{trainer} run from {config_path} -> {out}")
     summary = run_training(trainer, config, output_dir=str(out), resume=bool(args.resume))
     finish_wandb(0)  # transformers leaves its wandb run open; close it so the offline files are complete
@@ -188,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", parents=[common], help="train from a YAML config (default: the quickstart)")
     train.add_argument("--config", "-c", help="YAML config; default configs/quickstart.yaml")
     train.add_argument("--output-dir", "-o", help="where checkpoints, metrics and wandb files go")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the last complete checkpoint in --output-dir")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in --output-dir (its own files only)")
     train.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     train.set_defaults(func=cmd_train)
 
@@ -240,25 +258,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not debug:  # deprecation notices of the libraries are for developers; --debug shows them
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+    previous = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        finish_wandb(_EXIT_INTERRUPT)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (what schedulers send) through _terminated
+        code = _EXIT_TERM if isinstance(exc, Terminated) else _EXIT_INTERRUPT
+        finish_wandb(code)
         where = getattr(args, "resolved_output_dir", None)
         if where and _main_process():
-            for path in set_aside_incomplete_checkpoints(where):
+            for path in after_interrupt(Path(where)):
                 print(f"multidom: set aside a checkpoint cut short by the interrupt: {path}", file=sys.stderr)
-        print(f"multidom: interrupted; checkpoints and wandb files in {where or 'the output directory'} are kept "
-              "(rerun with --resume to continue)", file=sys.stderr)
+        what = "terminated (SIGTERM)" if code == _EXIT_TERM else "interrupted"
+        print(f"multidom: {what}; complete checkpoints and wandb files in {where or 'the output directory'} are "
+              "kept (rerun with --resume to continue)", file=sys.stderr)
         if debug:
             raise
-        return _EXIT_INTERRUPT
+        return code
     except Exception as exc:
         finish_wandb(_EXIT_ERROR)
         if debug:
             raise
         print(f"multidom: error: {one_line(exc)}", file=sys.stderr)
         return _EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,8 +4,6 @@
   reward type -- one line, at once;
 * :func:`ensure_writable`: the output directory can be written;
 * :func:`one_line`: an exception as the one line the CLI prints;
-* :func:`set_aside_incomplete_checkpoints`: after an interrupt, a checkpoint cut short is renamed so that
-  ``--resume`` continues from the last complete one.
 """
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from typing import Any
 from multidom.keys import ConfigError
 
 __all__ = ["find_default_config", "check_local_paths", "check_reward_types", "ensure_writable", "one_line",
-           "set_aside_incomplete_checkpoints", "finish_wandb", "CLIError"]
+           "finish_wandb", "CLIError"]
 
 #: Config keys whose value, when it looks like a local path (``/``, ``./``, ``../``, ``~``), must exist.
 _PATH_KEYS = frozenset({
@@ -122,27 +120,6 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, (ConfigError, CLIError, FileNotFoundError)) or type(exc) is ValueError:
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def set_aside_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Rename the newest ``checkpoint-N`` folder of each run directory when an interrupt cut its save
-    short (no ``trainer_state.json``, which the Trainer writes after the weights and optimizer) to
-    ``incomplete-checkpoint-N``, so that ``--resume`` continues from the last complete checkpoint.
-    Only the newest one per directory can have been cut short; older ones are never touched."""
-    newest: dict[Path, Path] = {}
-    for ckpt in Path(output_dir).glob("**/checkpoint-*"):
-        step = ckpt.name.removeprefix("checkpoint-")
-        if ckpt.is_dir() and step.isdigit():
-            best = newest.get(ckpt.parent)
-            if best is None or int(step) > int(best.name.removeprefix("checkpoint-")):
-                newest[ckpt.parent] = ckpt
-    moved = []
-    for ckpt in newest.values():
-        if not (ckpt / "trainer_state.json").is_file():
-            target = ckpt.with_name(f"incomplete-{ckpt.name}")
-            ckpt.rename(target)
-            moved.append(target)
-    return moved
 
 
 def finish_wandb(exit_code: int) -> None:

@@ -31,11 +31,13 @@ from multidom.core.spec import DominanceSpec
 from multidom.keys import ConfigError, check_keys
 from multidom.lm.loading import ModelSpec
 
-__all__ = ["Recipe", "RECIPES", "run_training", "build_args", "RUN_FILE"]
+__all__ = ["Recipe", "RECIPES", "run_training", "build_args", "plan", "resume_checkpoint", "RUN_FILE"]
 
 RUN_FILE = "multidom_run.json"
 """The resolved config of a run, written into its output directory before training (read by evaluate)."""
 
+#: TRL fields that would be ignored: multidom loads the model itself (multidom.lm.loading).
+_MODEL_KEYS_IN_TRAINING = {"trust_remote_code": "model.trust_remote_code", "model_init_kwargs": "model.dtype"}
 _STRATEGIES = ("save_strategy", "eval_strategy", "logging_strategy", "hub_strategy")
 
 
@@ -146,6 +148,10 @@ def build_args(config_cls: type, training: Mapping[str, Any] | None, output_dir:
     check_keys(training, names, "training")
     if "output_dir" in training:
         raise ConfigError("training.output_dir is set by the CLI (--output-dir); remove it from the config")
+    for key, where in _MODEL_KEYS_IN_TRAINING.items():
+        if key in training:
+            raise ConfigError(f"training.{key} is not read here (the model is loaded from the model section): "
+                              f"set {where}")
     for key in _STRATEGIES:  # YAML 1.1 reads a bare `no` as False
         if training.get(key) is False:
             training[key] = "no"
@@ -226,9 +232,21 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _train(p: Plan, *, output_dir: str, resume: bool) -> dict:
-    from transformers.trainer_utils import get_last_checkpoint
+def resume_checkpoint(run_dir: str | Path) -> str:
+    """The newest complete checkpoint of ``run_dir`` (half-written ones set aside, and said so)."""
+    from multidom.app.rundir import resume_point
 
+    best, moved = resume_point(run_dir)
+    for path in moved:
+        print(f"multidom: set aside an incomplete checkpoint: {path}", flush=True)
+    if best is None:
+        raise FileNotFoundError(f"resume requested but {run_dir} holds no complete checkpoint-* folder"
+                                + (f" ({len(moved)} incomplete set aside)" if moved else ""))
+    print(f"multidom: resuming from {best}", flush=True)
+    return str(best)
+
+
+def _train(p: Plan, *, output_dir: str, resume: bool) -> dict:
     from multidom.lm.loading import load_model_and_tokenizer
     from multidom.trainers.tracking import read_metrics
 
@@ -255,11 +273,7 @@ def _train(p: Plan, *, output_dir: str, resume: bool) -> dict:
                                                         **data["prep"])
             kwargs["eval_dataset"] = data.get("eval")
         trainer = trainer_cls(model, p.args, train_dataset=data["train"], ref_model=ref, **kwargs)
-    checkpoint = None
-    if resume:
-        checkpoint = get_last_checkpoint(output_dir)
-        if checkpoint is None:
-            raise FileNotFoundError(f"resume requested but {output_dir} holds no checkpoint-* folder")
+    checkpoint = resume_checkpoint(output_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
     final = Path(output_dir) / "final"
     trainer.save_model(str(final))

@@ -25,7 +25,8 @@ def configure_wandb(output_dir: str | os.PathLike) -> str:
 
     Sets ``WANDB_DIR`` to ``output_dir`` and ``WANDB_MODE=offline`` unless ``WANDB_MODE`` is
     already set or an API key is configured (``WANDB_API_KEY`` or a ``~/.netrc`` entry for the
-    wandb host). Returns the mode in force.
+    wandb host) and the server answers (a key without network falls back to offline with one
+    warning, instead of aborting the training after minutes of retries). Returns the mode in force.
 
     wandb reads its environment once per process (the ``wandb.setup()`` singleton, created by the
     first ``wandb.init``), so a later ``WANDB_DIR`` alone would not move the next run: the Trainer's
@@ -43,7 +44,14 @@ def configure_wandb(output_dir: str | os.PathLike) -> str:
         has_key = bool(os.environ.get("WANDB_API_KEY")) or (
             netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
         )
-        os.environ["WANDB_MODE"] = "online" if has_key else "offline"
+        mode = "online" if has_key else "offline"
+        if has_key and not _wandb_reachable():
+            import warnings
+
+            warnings.warn("wandb: a key is configured but the wandb server is unreachable; logging offline under "
+                          f"{output_dir} (sync later with `wandb sync`)", stacklevel=2)
+            mode = "offline"
+        os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_SILENT", "true")
     wandb = sys.modules.get("wandb")  # not imported yet: the first wandb.init reads the environment above
     if wandb is not None:
@@ -52,6 +60,19 @@ def configure_wandb(output_dir: str | os.PathLike) -> str:
         if wandb_setup.singleton().settings_if_loaded is not None:
             wandb.setup(settings=wandb.Settings(root_dir=str(output_dir)))
     return os.environ["WANDB_MODE"]
+
+
+def _wandb_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the wandb server (``WANDB_BASE_URL``), instead of minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -96,6 +117,18 @@ class JsonlMetrics(TrainerCallback):
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102 (TrainerCallback API)
+        """On a resumed run, drop the rows logged after the checkpoint's step (they are replayed), so the
+        file holds one history, as an uninterrupted run's would."""
+        if not state.is_world_process_zero or not self.path.is_file():
+            return
+        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line).get("step", 0) <= state.global_step]
+        if len(kept) != len(rows):
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 (TrainerCallback API)
         if not state.is_world_process_zero or not logs:

@@ -72,9 +72,8 @@ def run_quickstart(config: Mapping[str, Any] | None, *, output_dir: str, resume:
 
 def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> dict[str, Any]:
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
 
-    from multidom.app.recipes import build_args
+    from multidom.app.recipes import build_args, resume_checkpoint
     from multidom.core.spec import DominanceSpec
     from multidom.evaluation import evaluate_models
     from multidom.lm.generation import Sampling
@@ -125,7 +124,7 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
     policy, tokenizer = load_sft(sft_dir)
     dataset = _prompt_dataset(train_prompts)
     trainer = OnlineDominanceTrainer(policy, args, dataset, bank, processing_class=tokenizer)
-    last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    last = resume_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
     train_result = trainer.train(resume_from_checkpoint=last)
     aligned_dir = out / "aligned"
     trainer.save_model(str(aligned_dir))

@@ -21,6 +21,7 @@ from multidom.trainers.online_baseline import add_baseline_column, as_bank
 from multidom.trainers.online_config import OnlineDominanceConfig
 from multidom.trainers.online_reward import DominanceReward
 from multidom.trainers.reference import prepare_reference, reference_copy, zero3_partitioned
+from multidom.trainers.sampling import EpochSeededRepeatSampler
 from multidom.trainers.tracking import JsonlMetrics
 
 __all__ = ["OnlineDominanceTrainer", "OnlineDominanceConfig", "DominanceReward"]
@@ -65,6 +66,11 @@ class OnlineDominanceTrainer(SafeCheckpoints, GRPOTrainer):
         if eval_dataset is not None:
             eval_dataset = add_baseline_column(eval_dataset, args, scorer, model=model,
                                                tokenizer=processing_class, cache_path=cache)
+        # TRL keeps a reference only when beta > 0 and there is no adapter; refreshing the baseline without one
+        # needs a copy of the initial weights, made before TRL patches the policy's forward (a deepcopy of the
+        # patched model would still call the policy's own modules)
+        peft = peft_config is not None or (hasattr(model, "disable_adapter") and hasattr(model, "peft_config"))
+        frozen = reference_copy(model) if args.baseline_refresh_steps and args.beta == 0 and not peft else None
         self.dominance = DominanceReward(scorer, args)
         callbacks = [*(callbacks or []), JsonlMetrics(Path(args.output_dir) / "metrics.jsonl")]
         super().__init__(
@@ -73,18 +79,21 @@ class OnlineDominanceTrainer(SafeCheckpoints, GRPOTrainer):
             peft_config=peft_config, **kwargs,
         )
         self.dominance.trainer = self
-        self._frozen: Any = None
+        self._frozen: Any = None if frozen is None else prepare_reference(frozen, self.accelerator)
         if args.baseline_refresh_steps:
-            with self.reference_model():  # a frozen copy (when one is needed) holds the initial weights
-                pass
             self.dominance.reference = self.reference_model
+
+    def _get_train_sampler(self, dataset: Any = None) -> Any:
+        """TRL's sampler, reseeded per epoch so a resumed run sees the prompts an uninterrupted one sees
+        (:mod:`multidom.trainers.sampling`)."""
+        return EpochSeededRepeatSampler.like(super()._get_train_sampler(dataset))
 
     @contextlib.contextmanager
     def reference_model(self) -> Iterator[Any]:
         """The frozen reference, ready for ``generate``, for resampling the baseline: the policy with its adapter
         disabled (PEFT, no copy), TRL's ``ref_model`` when it keeps one, else a reference prepared once by the
         engine (:mod:`multidom.trainers.reference`: reloaded from the policy's path under ZeRO-3 / FSDP, a
-        copy otherwise). Entered through TRL's ``unwrap_model_for_generation`` (ZeRO-3: parameters gathered
+        copy made before training otherwise). Entered through TRL's ``unwrap_model_for_generation`` (ZeRO-3: parameters gathered
         when ``ds3_gather_for_generation``); every rank must enter."""
         from trl.models.utils import unwrap_model_for_generation
 
@@ -95,9 +104,9 @@ class OnlineDominanceTrainer(SafeCheckpoints, GRPOTrainer):
                 with m.disable_adapter():
                     yield m
             return
-        if self.ref_model is None and self._frozen is None:
-            self._frozen = prepare_reference(reference_copy(unwrapped), self.accelerator)
         ref = self.ref_model if self.ref_model is not None else self._frozen
+        if ref is None:
+            raise RuntimeError("no reference model: set baseline_refresh_steps > 0 (or beta > 0) before training")
         with unwrap_model_for_generation(ref, self.accelerator, gather_deepspeed3_params=gather) as m:
             yield m
 

@@ -63,7 +63,7 @@ def _ref_logps(out: str) -> tuple[list, list]:
                      ddp_backend="gloo")
     trainer = AOTTrainer(tiny_model(seed=3), args, ref_model=sharded, processing_class=tiny_tokenizer(),
                          train_dataset=data)
-    got = trainer.train_dataset["ref_logps"]
+    got = list(trainer.train_dataset["ref_logps"])
     with torch.no_grad():  # the unsharded reference, one row at a time, in this process alone
         want = [sequence_logps(plain, trainer.data_collator([trainer.train_dataset[i]]), 2)[0].tolist()
                 for i in range(len(data))]

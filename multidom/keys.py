@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterable, Mapping
 
-__all__ = ["ConfigError", "check_keys", "unknown_key_message", "RENAMED"]
+__all__ = ["ConfigError", "check_keys", "unknown_key_message", "read_text", "RENAMED"]
 
 
 class ConfigError(ValueError):
@@ -66,3 +66,14 @@ def check_keys(mapping: Mapping[str, Any], valid: Iterable[str], section: str | 
     for key in mapping:
         if key not in valid:
             raise ConfigError(unknown_key_message(str(key), valid, section))
+
+
+def read_text(path: Any, what: str) -> str:
+    """The UTF-8 text of a user's file, or a one-line :class:`ConfigError` naming the file (not UTF-8)."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None

@@ -75,8 +75,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if trainer is None:
             raise ConfigError(f"config has no 'trainer:' key; choose one of {', '.join(TRAINERS)}")
         raise ConfigError(unknown_key_message(str(trainer), TRAINERS).replace("unknown key", "unknown trainer", 1))
-    from multidom.app.recipes import run_training
+    if trainer == "quickstart":
+        from multidom.app.quickstart import run_quickstart as run
+    else:
+        from functools import partial
 
+        from multidom.app.recipes import run_training
+
+        run = partial(run_training, trainer)
     output_dir = args.output_dir or config.pop("output_dir", None) or str(Path("runs") / config_path.stem)
     config.pop("output_dir", None)
     check_local_paths(config)
@@ -85,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     claim(out, resume=bool(args.resume), overwrite=bool(args.overwrite))
     args.resolved_output_dir = str(out)
     _say(f"{trainer} run from {config_path} -> {out}")
-    summary = run_training(trainer, config, output_dir=str(out), resume=bool(args.resume))
+    summary = run(config, output_dir=str(out), resume=bool(args.resume))
     finish_wandb(0)  # transformers leaves its wandb run open; close it so the offline files are complete
     _write_summary(out / "summary.json", {"trainer": trainer, "config": str(config_path), **(summary or {})})
     _say(f"done; outputs in {out}")

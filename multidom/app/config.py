@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 import yaml
 
-from multidom.keys import ConfigError, check_keys, unknown_key_message
+from multidom.keys import ConfigError, check_keys, read_text, unknown_key_message
 
 __all__ = [
     "ConfigError",
@@ -53,7 +53,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {p}")
     try:
-        data = _safe_load(p.read_text())
+        data = _safe_load(read_text(p, "config file"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

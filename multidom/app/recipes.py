@@ -2,7 +2,7 @@
 
 A training config (YAML, after ``a.b=c`` overrides) has the same sections for every trainer::
 
-    trainer: online | aot | offline | quickstart
+    trainer: online | aot | offline       # (quickstart: the multi-stage pipeline of multidom.app.quickstart)
     model: {...}          # multidom.lm.loading.ModelSpec (name_or_path, tokenizer, ref_model, dtype,
                           #   trust_remote_code, peft)
     data: {...}           # the trainer's data keys (see each recipe)
@@ -38,6 +38,17 @@ RUN_FILE = "multidom_run.json"
 
 #: TRL fields that would be ignored: multidom loads the model itself (multidom.lm.loading).
 _MODEL_KEYS_IN_TRAINING = {"trust_remote_code": "model.trust_remote_code", "model_init_kwargs": "model.dtype"}
+#: Range checks TRL / transformers do not make (their errors come late or never).
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "learning_rate": (lambda v: v > 0, "> 0"),
+    "per_device_train_batch_size": (lambda v: v >= 1, ">= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, ">= 1"),
+    "num_generations": (lambda v: v >= 2, ">= 2 (a group needs two completions)"),
+    "max_completion_length": (lambda v: v >= 1, ">= 1"),
+    "num_train_epochs": (lambda v: v > 0, "> 0"),
+    "beta": (lambda v: v >= 0, ">= 0"),
+    "warmup_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
 _STRATEGIES = ("save_strategy", "eval_strategy", "logging_strategy", "hub_strategy")
 
 
@@ -156,6 +167,9 @@ def build_args(config_cls: type, training: Mapping[str, Any] | None, output_dir:
         if training.get(key) is False:
             training[key] = "no"
     check_types(config_cls, training, "training")
+    for key, (ok, rule) in _RANGES.items():
+        if key in training and training[key] is not None and not ok(training[key]):
+            raise ConfigError(f"training.{key} must be {rule}, got {training[key]!r}")
     training.setdefault("report_to", "wandb")  # offline unless a key is configured (trainers.tracking)
     training.setdefault("save_strategy", "steps")
     try:
@@ -212,12 +226,8 @@ def plan(name: str, config: Mapping[str, Any], output_dir: str) -> Plan:
 
 def run_training(name: str, config: Mapping[str, Any], *, output_dir: str, resume: bool = False) -> dict:
     """Validate, load, build, train (resuming when asked), save ``final/``; a JSON-able summary."""
-    if name == "quickstart":
-        from multidom.app.quickstart import run_quickstart
-
-        return run_quickstart(config, output_dir=output_dir, resume=resume)
     if name not in RECIPES:
-        raise ConfigError(f"unknown trainer {name!r}; choose one of {', '.join([*RECIPES, 'quickstart'])}")
+        raise ConfigError(f"unknown trainer {name!r}; choose one of {', '.join(RECIPES)}")
     p = plan(name, config, output_dir)
     from multidom.trainers.tracking import wandb_scope
 

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from multidom.keys import read_text
+
 __all__ = ["read_prompts", "load_prompts", "write_completions", "read_completions"]
 
 _DATASET_KEYS = ("path", "name", "split", "column", "limit")
@@ -26,7 +28,7 @@ def read_prompts(path: str | os.PathLike, *, field: str = "prompt", limit: int |
     if not p.is_file():
         raise FileNotFoundError(f"prompts file not found: {p}")
     if p.suffix in {".jsonl", ".json"}:
-        rows = _read_jsonl(p) if p.suffix == ".jsonl" else json.loads(p.read_text())
+        rows = _read_jsonl(p) if p.suffix == ".jsonl" else json.loads(read_text(p, "prompts file"))
         prompts = []
         for i, row in enumerate(rows):
             if isinstance(row, str):
@@ -36,7 +38,7 @@ def read_prompts(path: str | os.PathLike, *, field: str = "prompt", limit: int |
             else:
                 raise ValueError(f"{p}: row {i + 1} has no {field!r} field")
     else:
-        prompts = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        prompts = [line.strip() for line in read_text(p, "prompts file").splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"prompts file {p} holds no prompts")
     return prompts[:limit] if limit else prompts
@@ -54,7 +56,7 @@ def load_prompts(spec: Any) -> list[Any]:
         return read_prompts(spec)
     if not isinstance(spec, dict) or "path" not in spec:
         raise ValueError("prompts must be a list, a file, or a mapping {path, split, column, limit}")
-    from multidom.app.config import check_keys
+    from multidom.keys import check_keys
 
     check_keys(spec, _DATASET_KEYS, "prompts")
     import datasets
@@ -78,7 +80,7 @@ def load_prompts(spec: Any) -> list[Any]:
 
 def _read_jsonl(p: Path) -> list[Any]:
     rows = []
-    for i, line in enumerate(p.read_text().splitlines()):
+    for i, line in enumerate(read_text(p, "file").splitlines()):
         if not line.strip():
             continue
         try:

@@ -47,6 +47,55 @@ def test_ratio_identities(est, opts, cost):
     assert (pq + qp).item() == pytest.approx(1.0, abs=1e-6 if est == "sinkhorn" else 1e-12)
 
 
+_H_NUMPY = {  # h(t) of every cost, written again here (gain g, margin m)
+    "hinge": lambda t, g, m: np.maximum(t + m, 0.0),
+    "squared_hinge": lambda t, g, m: np.maximum(t + m, 0.0) ** 2,
+    "logistic": lambda t, g, m: np.logaddexp(0.0, g * (t + m)),
+    "least_squares": lambda t, g, m: (t + m) ** 2,
+}
+
+
+def _oracle_violation(est, x, a, y, b, h, reg):
+    """D(P ≽ Q) from POT on cost matrices built here: C_ij = h(y_j - x_i), summed per attribute."""
+    import ot
+
+    from multidom.core.estimators import sliced_directions
+
+    x, y, a, b = x.numpy(), y.numpy(), a.numpy(), b.numpy()
+    joint = sum(h(y[None, :, k] - x[:, None, k]) for k in range(x.shape[1]))
+    if est == "exact":
+        return ot.emd2(a, b, joint)
+    if est == "quantile":
+        return sum(ot.emd2(a, b, h(y[None, :, k] - x[:, None, k])) for k in range(x.shape[1]))
+    if est == "sliced":
+        theta = sliced_directions(x.shape[1], 64, "random", 0).numpy()
+        return np.mean([ot.emd2(a, b, h((y @ t)[None, :] - (x @ t)[:, None])) for t in theta])
+    plan = ot.bregman.sinkhorn_log(a, b, joint, reg, numItermax=100_000, stopThr=1e-13)
+    kl = (plan * np.log(plan / np.outer(a, b))).sum()
+    return (plan * joint).sum() + reg * kl
+
+
+@pytest.mark.parametrize("est,opts", [("exact", {}), ("quantile", {}), ("sliced", {"seed": 0}),
+                                      ("sinkhorn", {"reg": 0.2, "tol": 1e-10, "max_iter": 50_000})])
+@pytest.mark.parametrize("cost", COSTS)
+@pytest.mark.parametrize("margin", [0.0, 0.1])  # 0: hinge/logistic take the one-solve tie; 0.1: two solves
+def test_ratio_matches_independent_oracle(est, opts, cost, margin):
+    # eps(P, Q) and eps(Q, P) against D(P ≽ Q), D(Q ≽ P) computed by POT on cost matrices built in the
+    # test: fails if the second violation used a transposed matrix instead of its own, or a wrong tie.
+    (x, a), (y, b) = cloud(6, 2, 2), cloud(5, 2, 3, shift=0.3)
+    a, b = a / a.sum(), b / b.sum()
+    h = lambda t: _H_NUMPY[cost](t, 0.7, margin)  # noqa: E731
+    d_pq = _oracle_violation(est, x, a, y, b, h, opts.get("reg"))
+    d_qp = _oracle_violation(est, y, b, x, a, h, opts.get("reg"))
+    kw = dict(estimator=est, cost=cost, cost_gain=0.7, margin=margin, **opts)
+    tol = 1e-7 if est == "sinkhorn" else 1e-10
+    assert multidom.violation((x, a), (y, b), **kw).item() == pytest.approx(d_pq, abs=tol)
+    assert multidom.violation_ratio((x, a), (y, b), **kw).item() == pytest.approx(d_pq / (d_pq + d_qp), abs=tol)
+    assert multidom.violation_ratio((y, b), (x, a), **kw).item() == pytest.approx(d_qp / (d_pq + d_qp), abs=tol)
+    if not (cost == "least_squares" and margin == 0.0):  # (t + 0)^2 is symmetric: D(P, Q) = D(Q, P)
+        assert abs(d_pq - d_qp) > 1e-3  # the two directions differ: the check above is not 1/2 = 1/2
+
+
 def test_ratio_is_zero_under_dominance_and_half_when_both_vanish():
     x = torch.tensor([[0.0, 0.0], [1.0, 2.0]], **T)
     assert multidom.violation_ratio(x + 1, x, estimator="exact").item() == 0.0

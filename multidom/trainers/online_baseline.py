@@ -6,7 +6,14 @@
 * :func:`add_baseline_column` computes, once before training, the baseline reward vectors of every
   prompt (reference-model completions, or the dataset's own responses) and stores them as a dataset
   column (a list of ``d``-vectors per row), so TRL hands them to the reward function with the batch.
-  The column is cached in a JSON file keyed by prompt so a resumed run reuses the same baseline.
+  The baseline is data produced at scale (DESIGN.md §8): :func:`baseline_rows` splits the prompts over
+  all ranks, each rank samples its share -- every prompt's completions seeded by the run seed and the
+  prompt (:mod:`multidom.lm.seeded`), so the cloud does not depend on the number of processes or the
+  batch size -- and scores it; the shares are merged so every rank holds the same cloud, and rank 0
+  writes the cache (:mod:`multidom.trainers.baseline_cache`: keyed by model, sampling settings, samples,
+  seed and reward-bank spec; rows per prompt; atomic). No rank waits on another's generation.
+* :func:`sample_reference` is shard-safe: all ranks run the same number of ``generate`` calls (padding),
+  as ZeRO-3 / FSDP forward passes are collectives; the baseline refresh uses it too.
 * :class:`RollingBuffer` keeps the policy's recent clouds for ``baseline_source="buffer"``.
 """
 from __future__ import annotations

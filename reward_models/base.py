@@ -4,6 +4,19 @@ A reward model is a callable ``(prompts, completions, **columns) -> list[float |
 reward-function contract of TRL's trainers (``GRPOTrainer(reward_funcs=[...])``), so any multidom reward
 model can be handed to TRL as is: TRL reads its ``__name__`` and turns ``None`` into NaN.
 
+**Orientation travels with the call** (DESIGN.md §8). Calling a model returns its score oriented so that
+higher is better, whatever ``higher_is_better`` says: a lower-is-better model (``brevity``, a toxicity
+classifier, ``higher_is_better=False``) returns ``-raw``. TRL, and anything else outside the bank, ignores
+orientation flags, so that is the only safe thing for ``__call__`` to return: handed to ``GRPOTrainer``,
+``brevity`` rewards *shorter* answers. The raw score stays available as :meth:`RewardModel.raw` (one
+attribute) and :meth:`RewardModel.score` (every attribute); the bank reads ``score`` and orients by
+``higher_is_better`` itself, so bank values are unchanged.
+
+Subclasses implement :meth:`RewardModel.raw` (or :meth:`RewardModel.score` for several attributes). A
+subclass written against the first version, which implements ``__call__`` with the raw score, keeps
+working: :meth:`RewardModel.__init_subclass__` adopts that method as its ``raw`` and gives the class the
+oriented ``__call__``.
+
 * ``prompts``: ``n`` strings, or ``n`` chat conversations (lists of ``{"role": ..., "content": ...}``).
 * ``completions``: ``n`` strings, or ``n`` lists of messages (TRL's conversational format).
 * ``columns``: the dataset's other columns, lists of length ``n`` (or scalars such as TRL's
@@ -157,13 +170,24 @@ def slice_columns(columns: Mapping[str, Any], n: int, idx: Sequence[int]) -> dic
 class RewardModel:
     """Base class of multidom reward models (the TRL reward-function contract plus metadata).
 
-    Subclasses implement ``__call__(prompts, completions, **columns) -> list[float | None]`` (one attribute), or
-    set ``labels`` and implement ``score`` (``k`` attributes). ``cacheable`` says whether a score depends only on
-    the (prompt, completion) text, so the bank may cache it by that key.
+    Subclasses implement ``raw(prompts, completions, **columns) -> list[float | None]`` (one attribute, the
+    model's natural score), or set ``labels`` and implement ``score`` (``k`` attributes, raw). Calling the model
+    gives the **oriented** score (``-raw`` when ``higher_is_better`` is false; module docstring). ``cacheable``
+    says whether a score depends only on the (prompt, completion) text, so the bank may cache it by that key.
     """
 
     labels: tuple[str, ...] = ()
     cacheable: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Adopt a subclass's own ``__call__`` (the first version's contract: the raw score) as its ``raw``,
+        and give it the oriented ``__call__`` of this base class."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__call__")
+        if own is not None and own is not RewardModel.__call__:
+            if "raw" not in cls.__dict__:
+                cls.raw = own
+            cls.__call__ = RewardModel.__call__
 
     def __init__(
         self,
@@ -188,17 +212,35 @@ class RewardModel:
             return (self.name,)
         return tuple(f"{self.name}/{label}" for label in self.labels)
 
+    @property
+    def sign(self) -> float:
+        """``+1.0`` when higher is better, else ``-1.0``: oriented score = ``sign * raw``."""
+        return 1.0 if self.higher_is_better else -1.0
+
     def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
+        """The oriented score, higher is better: :meth:`raw`, negated when ``higher_is_better`` is false
+        (``None`` stays ``None``). This is what TRL's trainers receive."""
         if self.labels:
             raise TypeError(
                 f"reward model {self.name!r} has {len(self.labels)} attributes {list(self.labels)}; "
                 "score it through a RewardBank, or pass model.split() to TRL (one reward function per head)"
             )
-        raise NotImplementedError(f"{type(self).__name__} must implement __call__")
+        scores = self.raw(prompts, completions, **columns)
+        if self.higher_is_better:
+            return scores
+        who = f"reward model {self.name!r}"
+        return [None if v is None else -to_float(v, who, i) for i, v in enumerate(scores)]
+
+    def raw(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
+        """The raw score of one attribute, in the model's own orientation (``higher_is_better`` says which)."""
+        if self.labels:
+            raise TypeError(f"reward model {self.name!r} has several attributes: use score() for their raw values")
+        raise NotImplementedError(f"{type(self).__name__} must implement raw (or score, for several attributes)")
 
     def score(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Sequence[Score]]:
-        """``n`` rows of ``len(attribute_names)`` scores (``None`` where a sample has no score)."""
-        return [[s] for s in self(prompts, completions, **columns)]
+        """``n`` rows of ``len(attribute_names)`` **raw** scores (``None`` where a sample has no score); the
+        bank orients them by ``higher_is_better``."""
+        return [[s] for s in self.raw(prompts, completions, **columns)]
 
     def split(self) -> list[RewardModel]:
         """One single-attribute reward model per attribute (itself when there is only one)."""
@@ -212,7 +254,8 @@ class RewardModel:
 
 
 class HeadView(RewardModel):
-    """Attribute ``j`` of a multi-attribute model, as a TRL-compatible single reward function."""
+    """Attribute ``j`` of a multi-attribute model, as a TRL-compatible single reward function (called, it
+    returns the oriented score of that head; :meth:`raw` the head's raw value)."""
 
     def __init__(self, parent: RewardModel, j: int) -> None:
         super().__init__(
@@ -225,7 +268,7 @@ class HeadView(RewardModel):
         self.j = j
         self.cacheable = parent.cacheable
 
-    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
+    def raw(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
         # TRL calls the views one after the other on the same batch: score it once (one-entry memo on the parent;
         # only for cacheable parents, whose scores depend on the text alone).
         key = tuple(text_key(p) + "\0" + text_key(c) for p, c in zip(prompts, completions))

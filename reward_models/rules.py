@@ -1,6 +1,8 @@
 """Rule-based reward models: ``column``, ``length`` / ``brevity``, ``regex``, ``format``, ``callable``.
 
-Each is a :class:`~reward_models.base.RewardModel` (TRL reward-function contract) registered by name.
+Each is a :class:`~reward_models.base.RewardModel` (TRL reward-function contract) registered by name. Each
+implements ``raw``; calling a model gives the oriented (higher-is-better) score, e.g. ``-length`` for
+``brevity`` (:mod:`reward_models.base`).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ class ColumnReward(RewardModel):
         super().__init__(name or column, higher_is_better=higher_is_better, description=f"dataset column {column!r}")
         self.column = column
 
-    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
+    def raw(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
         n = check_batch(f"reward model {self.name!r}", prompts, completions)
         if self.column not in columns:
             raise ValueError(
@@ -62,8 +64,9 @@ _UNITS: dict[str, Callable[[list[str]], list[int]]] = {"words": _count_words, "c
 class LengthReward(RewardModel):
     """Completion length ``L`` (``unit``: words, chars or tokens of ``tokenizer``).
 
-    Without ``target`` the score is ``L`` (set ``higher_is_better=False`` -- or use ``brevity`` -- to prefer
-    short answers). With ``target`` the score is ``-|L - target|`` (0 at the target, higher is better).
+    Without ``target`` the raw score is ``L``; set ``higher_is_better=False`` -- or use ``brevity`` -- to prefer
+    short answers, and calling the model then returns ``-L`` (what TRL must see; :meth:`raw` still gives ``L``).
+    With ``target`` the score is ``-|L - target|`` (0 at the target, higher is better).
     """
 
     def __init__(
@@ -94,7 +97,7 @@ class LengthReward(RewardModel):
     def _count_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
-    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
+    def raw(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
         check_batch(f"reward model {self.name!r}", prompts, completions)
         lengths = self._count([completion_text(c) for c in completions])
         if self.target is None:
@@ -102,9 +105,10 @@ class LengthReward(RewardModel):
         return [-abs(float(n) - self.target) for n in lengths]
 
 
-@register("brevity", description="completion length, lower is better (length with higher_is_better=False)")
+@register("brevity", description="completion length, lower is better: called it returns -length (raw(): length)")
 def brevity(*, unit: str = "words", tokenizer: str | None = None, name: str = "brevity") -> LengthReward:
-    """Completion length, lower is better (the bank flips its sign)."""
+    """Completion length, lower is better: calling it (TRL) returns ``-L``; ``raw`` and the bank's ``raw`` column
+    hold ``L`` and ``-L`` respectively (the bank orients by ``higher_is_better``)."""
     return LengthReward(unit=unit, tokenizer=tokenizer, higher_is_better=False, name=name)
 
 
@@ -147,7 +151,7 @@ class RegexReward(RewardModel):
             raise ValueError(f"reward model {name!r}: invalid pattern {pattern!r}: {err}") from None
         self._match = _MODES[mode]
 
-    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
+    def raw(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
         check_batch(f"reward model {self.name!r}", prompts, completions)
         return [self._match(self.pattern, completion_text(c)) for c in completions]
 
@@ -180,7 +184,7 @@ class FormatReward(RewardModel):
             raise ValueError(f"reward model {name!r}: unknown format {format!r}; choose from {', '.join(_FORMATS)}")
         self._check = _FORMATS[format]
 
-    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
+    def raw(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
         check_batch(f"reward model {self.name!r}", prompts, completions)
         return [float(self._check(completion_text(c))) for c in completions]
 
@@ -194,6 +198,7 @@ class CallableReward(RewardModel):
     * ``elementwise=True``: ``fn(prompt_text, completion_text) -> float | None``, called once per item.
 
     ``cacheable`` (default ``False``) tells the bank the score depends only on the text, so it may be cached.
+    ``fn`` gives the raw score; with ``higher_is_better=False`` calling the wrapper returns ``-fn(...)``.
     Only Python callables are accepted (a config cannot name code to import; plug-ins use entry points).
     """
 
@@ -212,7 +217,7 @@ class CallableReward(RewardModel):
         super().__init__(name or function_name(fn), higher_is_better=higher_is_better, description=description)
         self.fn, self.elementwise, self.cacheable = fn, elementwise, cacheable
 
-    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
+    def raw(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
         check_batch(f"reward model {self.name!r}", prompts, completions)
         if self.elementwise:
             return [self.fn(prompt_text(p), completion_text(c)) for p, c in zip(prompts, completions)]

@@ -14,7 +14,8 @@ def test_length_words_chars_and_target():
     # target 2 words: -|3 - 2| = -1, -|2 - 2| = 0
     assert LengthReward(target=2)(P2, comps) == [-1.0, 0.0]
     b = rm.create("brevity")
-    assert b(P2, comps) == [3.0, 2.0] and b.higher_is_better is False
+    # called (TRL) it is oriented, higher is better: -length; the raw length is still there
+    assert b(P2, comps) == [-3.0, -2.0] and b.raw(P2, comps) == [3.0, 2.0] and b.higher_is_better is False
 
 
 def test_length_rejects_bad_unit_and_target_with_lower_is_better():

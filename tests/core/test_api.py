@@ -39,6 +39,7 @@ def test_raw_weights_are_normalised():
 @pytest.mark.parametrize("est,opts", ALL)
 @pytest.mark.parametrize("cost", COSTS)
 def test_ratio_identities(est, opts, cost):
+    # by construction for costs solved both ways (no tie); the values: test_ratio_matches_independent_oracle
     P, Q = cloud(6, 2, 2), cloud(5, 2, 3, shift=0.3)
     kw = dict(estimator=est, cost=cost, margin=0.0, **opts)
     assert multidom.violation_ratio(P, P, **kw).item() == pytest.approx(0.5, abs=1e-12)

@@ -313,14 +313,25 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_lm):
     assert summary["global_step"] == 1 and (tmp_path / "o" / "final" / "model.safetensors").is_file()
 
 
-def test_only_the_newest_unfinished_checkpoint_is_set_aside(tmp_path):
+def test_every_unfinished_checkpoint_is_set_aside_and_nothing_else(tmp_path):
+    """A checkpoint is complete when its manifest verifies (multidom.trainers.checkpoints); after an interrupt
+    every top-level checkpoint that does not is set aside -- before 0.2 only the newest one was, judged by
+    trainer_state.json alone -- and folders deeper below the output directory are never touched."""
+    from multidom.app.rundir import after_interrupt
+    from multidom.trainers.checkpoints import write_manifest
+
     for step, complete in ((2, True), (4, False), (10, False)):
-        (tmp_path / f"checkpoint-{step}").mkdir()
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"w" * 64)
         if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    (tmp_path / "sub" / "checkpoint-1").mkdir(parents=True)
-    (tmp_path / "sub" / "checkpoint-1" / "trainer_state.json").write_text("{}")
-    moved = cli.set_aside_incomplete_checkpoints(tmp_path)
-    assert moved == [tmp_path / "incomplete-checkpoint-10"]
+            write_manifest(folder)
+    (tmp_path / ".staging" / "checkpoint-12").mkdir(parents=True)  # a save cut short
+    (tmp_path / "sub" / "checkpoint-1").mkdir(parents=True)  # someone else's folder
+    moved = after_interrupt(tmp_path)
+    assert sorted(p.name for p in moved) == ["incomplete-checkpoint-10", "incomplete-checkpoint-4",
+                                             "incomplete-staging"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint-2", "checkpoint-4", "incomplete-checkpoint-10", "sub"]
+        "checkpoint-2", "incomplete-checkpoint-10", "incomplete-checkpoint-4", "incomplete-staging", "sub"]
+    assert (tmp_path / "sub" / "checkpoint-1").is_dir()

@@ -7,7 +7,9 @@ config and a cheap checksum of two weight tensors), the sampling settings, the n
 seed, the source and the reward bank's spec (each model's class, name, orientation, description and
 scalar settings) -- and rows are per prompt. Since each prompt's completions are seeded by the prompt
 (:func:`multidom.lm.generation.generate` with ``per_prompt_seeds``), a row is the same whichever other
-prompts a run has, so a run on more prompts reuses the rows it shares with the cache. A file under another
+prompts a run has, so a run on more prompts reuses the rows it shares with the cache. With
+``MULTIDOM_CACHE`` set, a copy is also kept under a content-addressed name there (:func:`shared_path`), so a
+new run with the same key starts from it. A file under another
 fingerprint is never read (a rerun with another bank of the same width resamples). Files are written
 atomically (temporary file + ``os.replace``), so a reader never sees half a file.
 """
@@ -20,7 +22,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["model_fingerprint", "bank_spec", "fingerprint", "read_rows", "write_rows", "atomic_write_text"]
+__all__ = ["model_fingerprint", "bank_spec", "fingerprint", "read_rows", "write_rows", "atomic_write_text",
+           "shared_path", "SHARED_ENV"]
+
+#: When set, baseline caches are also kept under ``$MULTIDOM_CACHE/baselines/<fingerprint>.json`` -- content
+#: addressed by the full key, so another run of the same model, sampling settings, seed and bank (e.g. the
+#: quickstart rerun on its cached SFT model) reuses the rows instead of sampling them again.
+SHARED_ENV = "MULTIDOM_CACHE"
 
 
 def _sha(obj: Any) -> str:
@@ -64,6 +72,12 @@ def bank_spec(bank: Any) -> list[dict[str, Any]]:
 
 def fingerprint(key: dict[str, Any]) -> str:
     return _sha(key)
+
+
+def shared_path(key: dict[str, Any]) -> Path | None:
+    """``$MULTIDOM_CACHE/baselines/<fingerprint>.json``, or None when the variable is not set."""
+    root = os.environ.get(SHARED_ENV)
+    return Path(root).expanduser() / "baselines" / f"{fingerprint(key)}.json" if root else None
 
 
 def read_rows(path: str | Path | None, key: dict[str, Any]) -> dict[str, list]:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from multidom.lm.generation import Sampling, generate, prompt_key
-from multidom.trainers.baseline_cache import bank_spec, model_fingerprint, read_rows, write_rows
+from multidom.trainers.baseline_cache import bank_spec, model_fingerprint, read_rows, shared_path, write_rows
 from multidom.trainers.distributed import gather_objects, max_over_ranks, shard, world
 from multidom.trainers.reference import gathered_for_generation
 
@@ -164,13 +164,17 @@ def baseline_rows(dataset: Any, config: Any, scorer: Scorer, *, model: Any = Non
                          f"(columns: {', '.join(dataset.column_names)})")
     key = baseline_key(config, scorer, model, engine)
     rank, _ = world()
-    cache = gather_objects(read_rows(cache_path, key) if rank == 0 else None)[0]  # one view for all ranks
+    shared = shared_path(key)
+    own = read_rows(cache_path, key) if rank == 0 else {}
+    cache = gather_objects({**read_rows(shared, key), **own} if rank == 0 else None)[0]  # one view for all ranks
     prompts = list(dataset["prompt"])
     first: dict[str, int] = {}
     for i, p in enumerate(prompts):
         first.setdefault(prompt_key(p), i)
     todo = [i for k, i in first.items() if k not in cache]
     if not todo:
+        if rank == 0 and cache_path is not None and len(own) < len(cache):
+            write_rows(cache_path, key, cache, world_size=world()[1])  # the run's own copy (resume, inspection)
         return cache
     mine = [todo[j] for j in shard(len(todo))[0]]
     if world()[1] > 1:
@@ -185,8 +189,9 @@ def baseline_rows(dataset: Any, config: Any, scorer: Scorer, *, model: Any = Non
     fresh = _baseline_points(dataset, mine, config, scorer, sampler)
     for part in gather_objects(fresh):
         cache.update(part)
-    if cache_path is not None and rank == 0:
-        write_rows(cache_path, key, cache, world_size=world()[1])
+    for path in (cache_path, shared) if rank == 0 else ():
+        if path is not None:
+            write_rows(path, key, cache, world_size=world()[1])
     return cache
 
 

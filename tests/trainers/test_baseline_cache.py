@@ -38,7 +38,8 @@ def _cfg(tmp_path, **kw):
                                  seed=kw.pop("seed", 0), **kw)
 
 
-def test_cache_reused_only_under_the_same_key(lm, tmp_path):
+def test_cache_reused_only_under_the_same_key(lm, tmp_path, monkeypatch):
+    monkeypatch.delenv("MULTIDOM_CACHE", raising=False)
     model, tok = load(lm)
     data = Dataset.from_dict({"prompt": chat(PROMPTS)})
     cache = tmp_path / "baseline_cache.json"
@@ -64,6 +65,26 @@ def test_cache_reused_only_under_the_same_key(lm, tmp_path):
     sub = add_baseline_column(data.select([1, 2]), _cfg(tmp_path, temperature=0.5), d.scorer, model=model,
                               tokenizer=tok, cache_path=cache)
     assert d.calls == 0 and len(sub) == 2
+
+
+def test_shared_cache_serves_a_new_run_with_the_same_key(lm, tmp_path, monkeypatch):
+    """With MULTIDOM_CACHE set, a new run (another output dir) of the same model, settings and bank samples
+    nothing; another bank still resamples."""
+    monkeypatch.setenv("MULTIDOM_CACHE", str(tmp_path / "shared"))
+    model, tok = load(lm)
+    data = Dataset.from_dict({"prompt": chat(PROMPTS)})
+    a, b, c = Counting("sunny"), Counting("sunny"), Counting("sunny", scale=3.0)
+    first = add_baseline_column(data, _cfg(tmp_path), a.scorer, model=model, tokenizer=tok,
+                                cache_path=tmp_path / "run1" / "baseline_cache.json")
+    second = add_baseline_column(data, _cfg(tmp_path), b.scorer, model=model, tokenizer=tok,
+                                 cache_path=tmp_path / "run2" / "baseline_cache.json")
+    assert a.calls == 4 * len(PROMPTS) and b.calls == 0
+    assert second["baseline_rewards"] == first["baseline_rewards"]
+    assert (tmp_path / "run2" / "baseline_cache.json").is_file()  # the run keeps its own copy
+    assert len(list((tmp_path / "shared" / "baselines").glob("*.json"))) == 1
+    add_baseline_column(data, _cfg(tmp_path), c.scorer, model=model, tokenizer=tok,
+                        cache_path=tmp_path / "run3" / "baseline_cache.json")
+    assert c.calls == 4 * len(PROMPTS)
 
 
 def test_baseline_is_seeded(lm, tmp_path):

@@ -22,7 +22,13 @@ from multidom.core.estimators import ESTIMATORS
 from multidom.core.spec import DominanceSpec
 from multidom.objectives.online import GROUPINGS
 
-__all__ = ["OnlineDominanceConfig", "ADVANTAGE_SCALES", "BASELINE_SOURCES", "DOMINANCE_FIELDS"]
+__all__ = ["OnlineDominanceConfig", "ADVANTAGE_SCALES", "BASELINE_SOURCES", "DOMINANCE_FIELDS", "SPEC_DEFAULTS"]
+
+#: The online trainer's dominance spec where the ``dominance`` field leaves a key out: coordinate-wise
+#: (quantile) violation with the logistic cost, which -- unlike the hinge -- never stops giving a signal once a
+#: prompt's cloud dominates its baseline (as in AOT); chosen by ``experiments/frontier.py``
+#: (``experiments/results/frontier.md``: lower eps at matched KL than hinge and than TRL GDPO).
+SPEC_DEFAULTS: dict[str, Any] = {"estimator": "quantile", "cost": "logistic"}
 
 #: ``scale_rewards``: how the centred potentials ``-(phi - mean_group phi)`` are scaled into advantages (TRL).
 ADVANTAGE_SCALES: dict[str, str] = {
@@ -47,9 +53,9 @@ class OnlineDominanceConfig(GRPOConfig):
     """GRPO config plus the dominance fields (all optional; defaults give a working run)."""
 
     dominance: Any = field(
-        default_factory=DominanceSpec,
+        default_factory=lambda: DominanceSpec(**SPEC_DEFAULTS),
         metadata={"help": "What D(P >= Q) means: a DominanceSpec or its mapping (estimator, cost, cost_gain, "
-                          "margin, options, normalisation)."},
+                          "margin, options, normalisation); keys left out take SPEC_DEFAULTS."},
     )
     grouping: str = field(
         default="per_prompt",
@@ -111,7 +117,7 @@ class OnlineDominanceConfig(GRPOConfig):
         if isinstance(self.num_generations, int) and self.num_generations < 2:  # before GRPO divides by it
             raise ValueError(f"num_generations must be >= 2 (a group needs two completions), got {self.num_generations}")
         super().__post_init__()
-        self.dominance = DominanceSpec.from_mapping(self.dominance, "dominance")
+        self.dominance = DominanceSpec.from_mapping(self.dominance, "dominance", **SPEC_DEFAULTS)
         tables = {
             "grouping": (self.grouping, GROUPINGS),
             "baseline_source": (self.baseline_source, BASELINE_SOURCES),

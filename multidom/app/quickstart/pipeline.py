@@ -31,7 +31,7 @@ from multidom.app.quickstart.sft import load_or_train_sft, load_sft
 __all__ = ["SPEC_DEFAULTS", "TRAINING_DEFAULTS", "format_table", "run_quickstart", "targets_met"]
 
 #: The alignment's dominance spec unless the ``dominance`` section says otherwise.
-SPEC_DEFAULTS: dict[str, Any] = {"estimator": "quantile", "cost": "hinge", "normalisation": "zscore"}
+SPEC_DEFAULTS: dict[str, Any] = {"estimator": "quantile", "cost": "logistic", "normalisation": "zscore"}
 
 #: OnlineDominanceConfig values the quickstart uses unless its ``training`` section says otherwise.
 TRAINING_DEFAULTS: dict[str, Any] = {

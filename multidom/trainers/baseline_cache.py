@@ -45,7 +45,7 @@ def model_fingerprint(model: Any) -> dict[str, Any]:
     for volatile in ("transformers_version", "_name_or_path", "name_or_path"):
         cfg.pop(volatile, None)
     sums = []
-    params = [p for p in base.parameters() if p.numel() > 0 and p.device.type != "meta"]
+    params = [p for p in getattr(base, "parameters", list)() if p.numel() > 0 and p.device.type != "meta"]
     for p in params[:1] + params[-1:]:
         flat = p.detach().reshape(-1)[:4096].double()
         sums.append(round(float(flat.sum()), 6))

@@ -62,7 +62,8 @@ def prepare_reference(ref: Any, accelerator: Any) -> Any:
 def gathered_for_generation(model: Any) -> Iterator[Any]:
     """``model`` with its full parameters while inside (ZeRO-3 partitioned modules whose parameters are not
     gathered already; every rank must enter)."""
-    if not any(getattr(getattr(p, "ds_status", None), "name", "") == "NOT_AVAILABLE" for p in model.parameters()):
+    params = getattr(model, "parameters", list)()
+    if not any(getattr(getattr(p, "ds_status", None), "name", "") == "NOT_AVAILABLE" for p in params):
         yield model
         return
     import deepspeed

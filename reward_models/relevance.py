@@ -68,9 +68,13 @@ class RelevanceReward(RewardModel):
     def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **columns: Any) -> list[Score]:
         check_batch(f"reward model {self.name!r}", prompts, completions)
         texts = [prompt_text(p) for p in prompts] + [completion_text(c) for c in completions]
+        unique = list(dict.fromkeys(texts))  # a prompt comes G times, a short completion often repeats: encode once
+        index = {t: i for i, t in enumerate(unique)}
         emb = self.encoder.encode(
-            texts, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True,
+            unique, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True,
             show_progress_bar=False,
         )
+        rows = torch.tensor([index[t] for t in texts], device=emb.device)
+        emb = emb[rows]
         n = len(completions)
         return (emb[:n] * emb[n:]).sum(-1).float().cpu().tolist()

@@ -264,7 +264,7 @@ def _train(p: Plan, *, output_dir: str, resume: bool) -> dict:
     if p.rewards:
         from reward_models import RewardBank
 
-        bank = RewardBank(p.rewards)
+        bank = RewardBank(p.rewards, device=str(p.args.device))  # each rank's reward models on its own device
     data = p.recipe.load(p.data, bank)
     model, tokenizer, ref, peft_config = load_model_and_tokenizer(p.model)
     trainer_cls = _import(p.recipe.trainer)

@@ -129,24 +129,32 @@ def test_config_validation(tmp_path):
 @pytest.mark.parametrize("disable_tqdm", [False, True])
 def test_reference_baseline_sampling_shows_progress_unless_tqdm_is_disabled(tmp_path, monkeypatch, disable_tqdm):
     from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import multidom.trainers.online_baseline as ob
+    from multidom.app.toy import build_toy_model
 
+    path = build_toy_model(tmp_path / "toy")
     calls = []
+    real = ob.generate
 
-    def fake_generate(model, tokenizer, prompts, n, **kwargs):
-        from multidom.lm.generation import Generations
-
+    def recording_generate(*args, **kwargs):
         calls.append(kwargs)
-        return Generations(list(prompts), [["yes"] * n for _ in prompts], [torch.tensor([1]) for _ in prompts],
-                           [[torch.tensor([1])] * n for _ in prompts])
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(ob, "generate", fake_generate)
-    cfg = _cfg(tmp_path, baseline_source="reference", baseline_samples=2, disable_tqdm=disable_tqdm)
-    out = ob.add_baseline_column(Dataset.from_dict({"prompt": ["p", "q"]}), cfg, _table_scorer({"yes": [1.0, 2.0]}),
-                                 model=object(), tokenizer=object())
-    assert out["baseline_rewards"] == [[[1.0, 2.0]] * 2] * 2
+    monkeypatch.setattr(ob, "generate", recording_generate)
+    cfg = _cfg(tmp_path, baseline_source="reference", baseline_samples=2, disable_tqdm=disable_tqdm,
+               max_completion_length=4)
+    out = ob.add_baseline_column(Dataset.from_dict({"prompt": ["n1 n2", "n3 n4"]}), cfg,
+                                 _table_scorer_any(), model=AutoModelForCausalLM.from_pretrained(path),
+                                 tokenizer=AutoTokenizer.from_pretrained(path))
+    assert [len(v) for v in out["baseline_rewards"]] == [2, 2]
     assert len(calls) == 1 and calls[0]["progress"] is (not disable_tqdm) and calls[0]["desc"] == "baseline cloud"
+
+
+def _table_scorer_any() -> Scorer:
+    """A bank that gives every completion the point (1, 2)."""
+    return Scorer(lambda prompts, completions, **_: [[1.0, 2.0] for _ in completions], ["r0", "r1"])
 
 
 def test_dataset_responses_become_the_cached_baseline_column(tmp_path):
@@ -159,11 +167,19 @@ def test_dataset_responses_become_the_cached_baseline_column(tmp_path):
     cfg = _cfg(tmp_path, baseline_source="dataset")
     out = add_baseline_column(ds, cfg, _table_scorer(table), cache_path=tmp_path / "cache.json")
     assert out["baseline_rewards"] == [[[1.0, 2.0]], [[0.5, 0.5]]]  # the masked response is dropped
-    # cached by prompt: a second call reads the file and does not score again
-    again = add_baseline_column(ds, cfg, Scorer(lambda *a, **k: 1 / 0, ["r0", "r1"]), cache_path=tmp_path / "cache.json")
+    # cached under the key of the bank: the same bank reads the file and does not score again ...
+    first = _table_scorer(table)
+    cached = Scorer(lambda *a, **k: 1 / 0, ["r0", "r1"], spec=first.spec)
+    again = add_baseline_column(ds, cfg, cached, cache_path=tmp_path / "cache.json")
     assert again["baseline_rewards"] == out["baseline_rewards"]
-    with pytest.raises(ValueError, match="cached baseline has 2 attributes but the reward bank has 3"):
-        add_baseline_column(ds, cfg, Scorer(lambda *a, **k: [], ["a", "b", "c"]), cache_path=tmp_path / "cache.json")
+    # ... while another bank of the same width is not fed the first bank's points (before 0.2 it was: the cache
+    # was keyed by prompt only, baseline mean -6.0 instead of +6.28)
+    other = Scorer(lambda prompts, completions, **_: [[-1.0, -2.0] for _ in completions], ["r0", "r1"])
+    rescored = add_baseline_column(ds, cfg, other, cache_path=tmp_path / "cache.json")
+    assert rescored["baseline_rewards"] == [[[-1.0, -2.0]] * 2, [[-1.0, -2.0]]]
+    wider = Scorer(lambda prompts, completions, **_: [[0.0, 0.0, 1.0] for _ in completions], ["a", "b", "c"])
+    assert add_baseline_column(ds, cfg, wider, cache_path=tmp_path / "cache.json")["baseline_rewards"][1] == [
+        [0.0, 0.0, 1.0]]
     one = add_baseline_column(Dataset.from_dict({"prompt": ["q"], "response": ["meh"]}), cfg, _table_scorer(table))
     assert one["baseline_rewards"] == [[[0.5, 0.5]]]  # one response string per row
     with pytest.raises(ValueError, match="no column 'response'"):

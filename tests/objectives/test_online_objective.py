@@ -1,38 +1,18 @@
 """The online dominance objective (potentials from a DominanceSpec): hand numbers, masking, bad input."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from multidom.core.normalize import normalise_pair
 from multidom.core.spec import DominanceSpec
 from multidom.objectives.online import advantages_from_potentials, dominance_potentials
-from multidom.trainers.online import OnlineDominanceConfig
-from multidom.trainers.online_baseline import Scorer
 
 
 def spec(estimator: str, cost: str = "hinge", normalisation: str = "none", **options) -> DominanceSpec:
-    """A spec on un-normalised points (the hand values below are computed on the raw clouds)."""
+    """A spec on un-normalised points (the hand values below are computed on the raw clouds; the online reward
+    tests in tests/trainers/test_online_reward.py use the same helper)."""
     return DominanceSpec(estimator=estimator, cost=cost, options=options, normalisation=normalisation)
-
-
-def _cfg(tmp_path, **kw) -> OnlineDominanceConfig:
-    base = dict(output_dir=str(tmp_path), report_to="none", num_generations=2, per_device_train_batch_size=4,
-                dominance=spec("quantile"), plot_steps=0, all_estimators_steps=0, use_cpu=True)
-    base.update(kw)
-    return OnlineDominanceConfig(**base)
-
-
-def _table_scorer(table: dict[str, list[float | None]]) -> Scorer:
-    """A bank that looks each completion up in ``table`` (completion -> d-vector, None = masked)."""
-    d = len(next(iter(table.values())))
-
-    def fn(prompts, completions, **_):
-        return [[math.nan if v is None else v for v in table[c]] for c in completions]
-
-    return Scorer(fn, [f"r{k}" for k in range(d)])
 
 
 # ----------------------------------------------------------------------------- hand-derived potentials

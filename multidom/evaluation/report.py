@@ -196,6 +196,9 @@ def summary_table(result: EvaluationResult, estimator: str | None = None) -> str
         d = result.dominance[est]
         for i, m in enumerate(models[1:], start=1):
             lines.append(f"eps({m} ≽ {ref}) [{est}] = {_ci(d, i, 0)} ({level:.0f}% interval)")
+        if not d.get("tests_calibrated", True):
+            lines.append(f"  [{est}] intervals and tests have no error control with this spec: "
+                         + "; ".join(d.get("test_problems", [])))
     for m in models[1:]:
         if m in result.kl:
             lines.append(f"KL({m} || {ref}) = {result.kl[m]['kl']:.4f} ± {result.kl[m]['kl_se']:.4f} nats per completion")

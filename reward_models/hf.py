@@ -153,7 +153,10 @@ class HFClassifierReward(RewardModel):
             raise ValueError(f"reward model {name!r}: unknown activation {activation!r}; choose from {list(_ACTIVATIONS)}")
         if head is not None and heads is not None:
             raise ValueError(f"reward model {name!r}: pass head= or heads=, not both")
-        kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
+        if not isinstance(trust_remote_code, bool):  # bool("false") is True: a quoted string must not turn it on
+            raise ValueError(f"reward model {name!r}: trust_remote_code must be true or false (a YAML boolean), "
+                             f"got {trust_remote_code!r}")
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if revision is not None:
             kwargs["revision"] = revision
         if dtype is not None:

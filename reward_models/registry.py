@@ -127,6 +127,15 @@ def get_factory(name: str) -> Callable[..., RewardModel]:
     raise ValueError(f"unknown reward model {name!r}{hint} (available: {', '.join(sorted(_REGISTRY))})")
 
 
+def _plain(exc: BaseException) -> bool:
+    """Whether ``exc`` can be re-raised as ``type(exc)(message)`` (its type takes one message argument)."""
+    try:
+        type(exc)("x")
+    except Exception:
+        return False
+    return "reward model" not in str(exc)
+
+
 def create(spec: str | Mapping[str, Any] | RewardModel, **params: Any) -> RewardModel:
     """Build a reward model from a name or a mapping ``{"type": name, **params}`` (YAML-friendly).
 
@@ -160,7 +169,10 @@ def create(spec: str | Mapping[str, Any] | RewardModel, **params: Any) -> Reward
         raise ValueError(f"reward model {kind!r}: {err} (accepted parameters: {', '.join(accepted)})") from None
     except ValueError:  # builtins without a signature: let the call report
         pass
-    model = factory(**kwargs)
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # a plug-in (or a built-in's dependency) failing: say which reward model it was
+        raise type(exc)(f"reward model {kind!r} could not be built: {exc}") if _plain(exc) else exc from exc
     if not callable(model):
         raise TypeError(f"reward model {kind!r}: the factory returned a non-callable {type(model).__name__}")
     return model

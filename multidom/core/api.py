@@ -99,7 +99,8 @@ def violation(
     _check_part(part)
     x, a, y, b = check_pair(positive, negative)
     c = get_cost(cost, gain=cost_gain, margin=margin)
-    return getattr(run(estimator, x, a, y, b, c, **options), part)
+    est, opts = resolve_options(estimator, options)  # refuses an unknown estimator or option, no defaults added
+    return getattr(est.fn(x, a, y, b, c, **opts), part)
 
 
 def _tie_ratio(d_pq: torch.Tensor, x, a, y, b, c: Cost, est, merged: dict) -> torch.Tensor | None:

@@ -34,6 +34,7 @@ import torch
 from multidom.core.clouds import ViolationResult
 from multidom.core.costs import Cost, cost_matrix
 from multidom.core.ot1d import ot1d
+from multidom.core.sinkhorn import sinkhorn_estimator
 
 __all__ = ["ESTIMATORS", "DIRECTIONS", "Estimator", "run", "sliced_directions", "SOLVER_DEFAULT"]
 
@@ -232,16 +233,6 @@ def _sliced_statistic(
 
 
 # ------------------------------------------------------------------------------------ sinkhorn
-def _sinkhorn(
-    x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, b: torch.Tensor, cost: Cost, **options: Any,
-) -> ViolationResult:
-    """Entropic OT, solved by :func:`multidom.core.sinkhorn.sinkhorn_estimator` (imported lazily);
-    the options' defaults are that function's (the one place they are set)."""
-    from multidom.core.sinkhorn import sinkhorn_estimator
-
-    return sinkhorn_estimator(x, a, y, b, cost, **options)
-
-
 ESTIMATORS: dict[str, Estimator] = {
     "exact": Estimator(
         _exact, {"return_plan": True, "num_iter_max": 1_000_000}, _coordinate_sum,
@@ -255,7 +246,7 @@ ESTIMATORS: dict[str, Estimator] = {
         "mean 1-D violation over L non-negative directions (the d axes among them)",
     ),
     "sinkhorn": Estimator(
-        _sinkhorn,
+        sinkhorn_estimator,  # its signature holds the options' defaults (the one place they are set)
         {
             "reg": SOLVER_DEFAULT, "backend": SOLVER_DEFAULT, "max_iter": SOLVER_DEFAULT, "tol": SOLVER_DEFAULT,
             "eps_scaling": SOLVER_DEFAULT, "return_plan": SOLVER_DEFAULT, "on_unconverged": SOLVER_DEFAULT,

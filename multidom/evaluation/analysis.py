@@ -214,7 +214,7 @@ def evaluate(
             options.setdefault("seed", seed)  # the same directions for every pair and replicate
         boot = stats.bootstrap_eps(points, groups, n_boot=n_boot, level=level, boot_seed=seed,
                                    **spec.violation_kwargs(**options))
-        absolute = stats.absolute_test(boot.eps, boot.se, eps0=eps0, alpha=alpha)
+        absolute = stats.absolute_test(boot, eps0=eps0, alpha=alpha)  # t critical values with the bootstrap df
         relative = stats.relative_test(boot, alpha=alpha)
         problems = stats.spec_problems(spec)
         dominance[spec.estimator] = {

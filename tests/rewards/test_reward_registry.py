@@ -113,3 +113,24 @@ def test_entry_point_plugin_from_installed_distribution(installed_plugin):
         rm.create("dummy_broken")
     assert isinstance(rm.create("sentiment"), SentimentReward)
     assert rm.available()["exclamations"] == "Number of exclamation marks in the completion."
+
+
+def test_a_factory_that_raises_is_named():
+    from reward_models import registry
+
+    def broken(**_):
+        raise RuntimeError("weights file is corrupt")
+
+    registry.register("broken_rm_for_test", description="raises")(broken)
+    try:
+        with pytest.raises(RuntimeError, match="reward model 'broken_rm_for_test' could not be built: weights file"):
+            registry.create("broken_rm_for_test")
+    finally:
+        registry._REGISTRY.pop("broken_rm_for_test", None)
+
+
+def test_hf_classifier_refuses_a_quoted_false():
+    from reward_models import create
+
+    with pytest.raises(ValueError, match="trust_remote_code must be true or false"):
+        create({"type": "hf_classifier", "model": "/nonexistent/rm", "trust_remote_code": "false"})

@@ -73,7 +73,7 @@ def run_quickstart(config: Mapping[str, Any] | None, *, output_dir: str, resume:
 def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> dict[str, Any]:
     import torch
 
-    from multidom.app.recipes import build_args, resume_checkpoint
+    from multidom.app.recipes import RUN_FILE, build_args, resume_checkpoint
     from multidom.core.spec import DominanceSpec
     from multidom.evaluation import evaluate_models
     from multidom.lm.generation import Sampling
@@ -97,6 +97,8 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
         raise ConfigError(str(exc)) from None
     args = build_args(OnlineDominanceConfig, training, str(out / "align"), spec)
     bank = RewardBank(list(cfg.rewards))
+    (out / RUN_FILE).write_text(json.dumps(  # what `multidom evaluate` reads back (generation settings)
+        {"trainer": "quickstart", "training": args.to_dict()}, indent=2, default=str) + "\n")
 
     # 1-2. data and SFT (cached by the hash of everything that shapes the SFT model)
     d = cfg.data

@@ -43,9 +43,13 @@ Tasks (:data:`TASKS`):
 
 Usage (one thread per process; each call appends its runs under ``--runs``, ``report`` aggregates)::
 
-    OMP_NUM_THREADS=1 python experiments/frontier.py run --task toy --methods grpo-sum gdpo md-hinge md-logistic \
-        --seeds 0 1 2
-    OMP_NUM_THREADS=1 python experiments/frontier.py report
+    OMP_NUM_THREADS=1 python experiments/frontier.py run --task toy --methods md-logistic gdpo grpo-sum md-hinge \
+        md-logistic-group md-hinge-group --seeds 0 1 2 --n-boot 8
+    MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python experiments/frontier.py run --task quickstart \
+        --methods md-logistic gdpo grpo-sum --seeds 0 1 2 --n-boot 10
+    OMP_NUM_THREADS=1 python experiments/frontier.py report   # reads /tmp/frontier_work for the reference clouds
+
+A quickstart run is ~150 x 1.7-2.5 CPU-s plus four evaluations (~5-8 CPU-minutes); the toy's ~1 CPU-minute.
 
 What it does not reproduce: no paper reports these tasks; GDPO is TRL's ``normalize_then_sum`` implementation.
 """

@@ -160,10 +160,14 @@ def summarise(runs: dict, ref: dict) -> dict:
         reach = {}
         if "gdpo" in curves:
             final = max(curves["gdpo"], key=lambda p: p["step"])
+            best = min(curves["gdpo"], key=lambda p: p["eps"])
             for md in [m for m in curves if m.startswith("md-")]:
                 kl = _kl_at_eps(full[md], final["eps"])
+                kb = _kl_at_eps(full[md], best["eps"])
                 reach[md] = {"gdpo_final_eps": final["eps"], "gdpo_final_kl": final["kl"], "md_kl": kl,
-                             "ratio": None if kl is None else kl / final["kl"]}
+                             "ratio": None if kl is None else kl / final["kl"],
+                             "gdpo_best_eps": best["eps"], "gdpo_best_kl": best["kl"], "gdpo_best_step": best["step"],
+                             "md_kl_best": kb, "ratio_best": None if kb is None else kb / best["kl"]}
         out[task] = {"curves": curves, "timing": timing, "matched": matched, "reach_gdpo_final": reach,
                      "seeds": {m: sorted(r["seed"] for r in rs) for m, rs in methods.items()},
                      "settings": {m: rs[0]["settings"] for m, rs in methods.items()},
@@ -215,7 +219,7 @@ def markdown(summary: dict, meta: dict) -> str:
              f"Produced by `{meta['command']}` from the per-run records in `experiments/results/frontier_runs/` "
              f"(each written by `{meta['run_command']}`). Threads per process: 1 (`OMP_NUM_THREADS=1`, "
              "`torch.set_num_threads(1)`). Machine: 2 CPU cores shared with three other engineers' jobs "
-             "(load 4-9), so wall times are inflated; compare CPU times.", ""]
+             "(load 10-20 while this ran), so wall times are inflated ~10x; compare CPU times.", ""]
     for task, s in summary.items():
         c = s["common"]
         lines += [f"## Task `{task}`", "",
@@ -258,13 +262,16 @@ def markdown(summary: dict, meta: dict) -> str:
                              f"{me} | {verdict} | {r['peer_distinct']:.3f} / {_f(r['md_distinct'])} |")
         if s["reach_gdpo_final"]:
             lines += ["", "### KL needed to reach GDPO's final eps", "",
-                      "| multidom variant | GDPO final eps | GDPO final KL | multidom KL at that eps | ratio |",
-                      "|---|---|---|---|---|"]
+                      "| multidom variant | GDPO final eps | GDPO final KL | multidom KL at that eps | ratio | "
+                      "GDPO lowest eps (step) | its KL | multidom KL at that eps | ratio |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             for md in order:
                 r = s["reach_gdpo_final"].get(md)
                 if r:
                     lines.append(f"| {md} | {r['gdpo_final_eps']:.3f} | {r['gdpo_final_kl']:.2f} | "
-                                 f"{_f(r['md_kl'], '{:.2f}')} | {_f(r['ratio'], '{:.2f}')} |")
+                                 f"{_f(r['md_kl'], '{:.2f}')} | {_f(r['ratio'], '{:.2f}')} | "
+                                 f"{r['gdpo_best_eps']:.3f} ({r['gdpo_best_step']}) | {r['gdpo_best_kl']:.2f} | "
+                                 f"{_f(r['md_kl_best'], '{:.2f}')} | {_f(r['ratio_best'], '{:.2f}')} |")
         t = s.get("targets", {})
         if t:
             lines += ["", f"### Targets for `{HEADLINE[0]}` (computed)", ""]
@@ -277,7 +284,9 @@ def markdown(summary: dict, meta: dict) -> str:
             if r:
                 lines.append(f"* reaches GDPO's final eps {r['gdpo_final_eps']:.3f} at <= 60% of GDPO's KL "
                              f"{r['gdpo_final_kl']:.2f}: KL {_f(r['md_kl'], '{:.2f}')} (ratio {_f(r['ratio'], '{:.2f}')}) "
-                             f"-> {'met' if r['met'] else 'NOT met'}")
+                             f"-> {'met' if r['met'] else 'NOT met'}; GDPO's lowest eps {r['gdpo_best_eps']:.3f} "
+                             f"(KL {r['gdpo_best_kl']:.2f}): multidom KL {_f(r['md_kl_best'], '{:.2f}')} "
+                             f"(ratio {_f(r['ratio_best'], '{:.2f}')})")
             b = t.get("md_attribute_below_reference")
             if b:
                 lines.append("* no multidom run ends with an attribute mean below the reference by more than one se: "
@@ -314,8 +323,14 @@ def report(args) -> None:
             ref[task] = {"distinct": float(r["distinct"]), "corr": r["corr"].tolist()}
     summary = summarise(runs, ref)
     meta = {"command": "OMP_NUM_THREADS=1 python experiments/frontier.py report",
-            "run_command": "OMP_NUM_THREADS=1 python experiments/frontier.py run --task <task> --methods ... "
-                           "--seeds ..."}
+            "run_command": "OMP_NUM_THREADS=1 python experiments/frontier.py run --task toy --methods md-logistic gdpo "
+                           "grpo-sum md-hinge md-logistic-group md-hinge-group --seeds 0 1 2 --n-boot 8` and `... run "
+                           "--task toy --methods md-logistic-refresh md-logistic-buffer md-logistic-margin "
+                           "md-logistic-pooled md-logistic-sliced md-logistic-m16 md-logistic-m4 md-logistic-g2-group "
+                           "--seeds 0 --n-boot 8` and `MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python "
+                           "experiments/frontier.py run --task quickstart --methods md-logistic gdpo grpo-sum "
+                           "--seeds 0 1 --n-boot 10` (several processes in parallel, each a subset; stopped at the "
+                           "time limit, see the reading below)"}
     out = Path(args.out)
     (out / "frontier.json").write_text(json.dumps({"meta": meta, "tasks": summary}, indent=1) + "\n")
     md = markdown(summary, meta)

@@ -156,6 +156,14 @@ def summarise(runs: dict, ref: dict) -> dict:
                                  "peer_half": p["eps_half"], "peer_distinct": p["distinct"],
                                  "md_eps": e_md, "md_half": _interp(full[md], p["kl"], "eps_half"),
                                  "md_distinct": _interp(full[md], p["kl"], "distinct")})
+                for p in curves[md]:  # and the peer's curve read at multidom's checkpoints
+                    e_p = _interp(full[peer], p["kl"], "eps")
+                    if e_p is None or p["kl"] < min(q["kl"] for q in curves[peer]):
+                        continue  # below the peer's first checkpoint: no interpolation from the reference
+                    rows.append({"peer": peer, "kl": p["kl"], "peer_step": f"md step {p['step']}", "peer_eps": e_p,
+                                 "peer_half": _interp(full[peer], p["kl"], "eps_half"),
+                                 "peer_distinct": _interp(full[peer], p["kl"], "distinct"),
+                                 "md_eps": p["eps"], "md_half": p["eps_half"], "md_distinct": p["distinct"]})
             matched[md] = rows
         reach = {}
         if "gdpo" in curves:
@@ -194,16 +202,18 @@ def plot(summary: dict, path: Path) -> None:
         for m, c in sorted(summary[task]["curves"].items()):
             pts = sorted(c, key=lambda p: p["step"])
             kl = [0.0] + [p["kl"] for p in pts]
-            eps = [0.5] + [p["eps"] for p in pts]
+            eps = [0.5] + [max(p["eps"], 1e-3) for p in pts]
             half = [0.0] + [p["eps_half"] for p in pts]
             style = dict(lw=2.5) if m in HEADLINE else dict(lw=1, alpha=0.7, ls="--")
             line, = ax.plot(kl, eps, marker="o", ms=3, label=f"{m} ({len(summary[task]['seeds'][m])} seeds)", **style)
-            ax.fill_between(kl, [e - h for e, h in zip(eps, half)], [e + h for e, h in zip(eps, half)],
-                            color=line.get_color(), alpha=0.15)
+            if m in HEADLINE:
+                ax.fill_between(kl, [max(e - h, 1e-3) for e, h in zip(eps, half)], [e + h for e, h in zip(eps, half)],
+                                color=line.get_color(), alpha=0.15)
             bx.plot(kl[1:], [p["distinct"] for p in pts], marker="o", ms=3, color=line.get_color(), label=m, **style)
         ax.set_yscale("log")
+        ax.set_ylim(1e-3, 0.6)  # eps below 1e-3 drawn at the floor
         ax.set_xlabel("KL(policy || reference), nats per sequence (held-out)")
-        ax.set_ylabel("exact eps(policy ≽ reference), 95% band")
+        ax.set_ylabel("exact eps(policy ≽ reference); band: 95% (thick lines)")
         ax.set_title(f"{task}: dominance vs KL (checkpoints along training)")
         ax.legend(fontsize=7)
         bx.set_xlabel("KL, nats per sequence")

@@ -1,4 +1,4 @@
-"""A task whose rewards are known exactly, for tests and the ``online_vs_grpo`` experiment (issue 5).
+"""A task whose rewards are known exactly, for tests and the frontier benchmark (experiments/frontier.py).
 
 Vocabulary: ``<eos>``, class A ``a0..a4``, class B ``b0..b4``, neutral ``n0..n9``. Prompts are short
 neutral sequences. Attributes of a completion (its tokens before ``<eos>``), all higher-is-better:

@@ -147,9 +147,11 @@ def test_evaluate_a_completions_file(capsys, tmp_path):
     comps = {"short": [["a", "b c"], ["d", "e"], ["f g", "h"]],
              "long": [["a b c d", "a b c d e"], ["a b c", "a b c d"], ["a b c d", "a b c"]]}
     path = write_completions(tmp_path / "c.jsonl", comps, prompts)
+    # the hinge cost: eps = 0 exactly when one cloud dominates (its point estimate; its intervals are flagged)
     code, stdout, err = run_cli(capsys, "evaluate", "--completions", path, "--reward", "length",
-                                "--reward", "{type: regex, pattern: 'a', name: has_a}", "--estimator", "quantile",
-                                "--n-boot", "20", "--output-dir", tmp_path / "out")
+                                "--reward", "{type: regex, pattern: 'a', name: has_a}",
+                                "--n-boot", "20", "--output-dir", tmp_path / "out",
+                                "dominance=[{estimator: quantile, cost: hinge}]")
     assert code == 0, err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["models"] == ["short", "long"] and report["attributes"] == ["length", "has_a"]
@@ -158,6 +160,17 @@ def test_evaluate_a_completions_file(capsys, tmp_path):
     assert report["dominance"]["quantile"]["relative"]["ranking"] == ["long", "short"]
     assert report["stats"]["long"]["length"]["mean"] == pytest.approx(23 / 6)  # (4 + 5 + 3 + 4 + 4 + 3) / 6
     assert "eps(long ≽ short) [quantile] = 0.000" in stdout
+    assert "[quantile] intervals and tests have no error control" in stdout
+    # the default spec (logistic cost, calibrated tests) ranks the same way, with eps below 1/2
+    code, stdout, err = run_cli(capsys, "evaluate", "--completions", path, "--reward", "length",
+                                "--reward", "{type: regex, pattern: 'a', name: has_a}", "--estimator", "quantile",
+                                "--n-boot", "20", "--output-dir", tmp_path / "out2")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out2" / "report.json").read_text())
+    assert report["dominance"]["quantile"]["spec"]["cost"] == "logistic"
+    assert report["dominance"]["quantile"]["tests_calibrated"] is True
+    assert report["dominance"]["quantile"]["eps"][1][0] < 0.1
+    assert report["dominance"]["quantile"]["relative"]["ranking"] == ["long", "short"]
 
 
 # ------------------------------------------------------------------------------------ rewards list

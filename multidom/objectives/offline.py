@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from multidom.core.normalize import normalise_pair
+from multidom.core.normalize import Normalizer
 from multidom.core.spec import DominanceSpec
 
 __all__ = ["OFFLINE_SPEC", "candidate_weights", "offline_dominance_loss"]
@@ -77,8 +77,7 @@ def offline_dominance_loss(
         raise ValueError("rewards contain NaN or inf; drop or impute those candidates first")
     w = candidate_weights(logratios, beta)  # (B, K)
     raw = rewards.reshape(batch * k, -1).to(logratios.dtype)
-    points, _ = normalise_pair(raw, raw, None, spec.normalisation)
-    points = points.detach()
+    points = Normalizer.fit(spec.normalisation, raw.detach())(raw.detach())  # fitted on the negative cloud
     positive = (points, w.reshape(-1) / batch)
     negative = (points, torch.full_like(positive[1], 1.0 / (batch * k)))
     loss = spec.violation(positive, negative, **option_overrides)

@@ -20,12 +20,13 @@ from multidom.core.spec import DominanceSpec
 from multidom.lm.tokenize import PREFERENCE_COLUMNS, UNPAIRED_COLUMNS, check_columns, tokenize_example
 from multidom.objectives.aot import AOT_LOSSES, AOT_SPEC
 from multidom.trainers.global_batch import GlobalBatchConfig, GlobalBatchTrainer
+from multidom.trainers.spec_field import WithDominanceSpec
 
 __all__ = ["AOTConfig", "AOTTrainer", "prepare_aot_dataset"]
 
 
 @dataclass
-class AOTConfig(GlobalBatchConfig):
+class AOTConfig(WithDominanceSpec, GlobalBatchConfig):
     """Hyperparameters of :class:`AOTTrainer` (plus every ``transformers.TrainingArguments`` field)."""
 
     pairing: str = field(
@@ -65,10 +66,6 @@ class AOTConfig(GlobalBatchConfig):
         if self.soft_sort_tau is not None and not self.soft_sort_tau > 0:
             raise ValueError(f"soft_sort_tau must be > 0 or None, got {self.soft_sort_tau}")
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["dominance"] = self.dominance.to_dict()
-        return out
 
 
 def prepare_aot_dataset(dataset, tokenizer, *, max_length: int | None, pairing: str = "unpaired"):

@@ -97,7 +97,9 @@ def prepare_resume(output_dir: str | os.PathLike) -> tuple[Path | None, list[Pat
     """``(newest complete checkpoint or None, folders set aside)`` for the run in ``output_dir``.
 
     Every top-level ``checkpoint-N`` that fails :func:`is_complete` and a left-over staging folder are
-    renamed ``incomplete-...``; nothing else is touched.
+    renamed ``incomplete-...``; nothing else is touched. Only the checkpoint returned is hashed in full;
+    older ones are checked by manifest and sizes (they are not resumed from, and hashing every kept
+    checkpoint of a large model would read many gigabytes on each Ctrl-C).
     """
     out = Path(output_dir)
     moved: list[Path] = []
@@ -105,9 +107,9 @@ def prepare_resume(output_dir: str | os.PathLike) -> tuple[Path | None, list[Pat
     if staging.exists():
         moved.append(_set_aside(staging))
     best = None
-    for _, path in _checkpoints(out):
-        if is_complete(path):
-            best = path
+    for _, path in reversed(_checkpoints(out)):  # newest first: only the one resumed from is hashed in full
+        if is_complete(path, checksums=best is None):
+            best = best or path
         else:
             moved.append(_set_aside(path))
     return best, moved

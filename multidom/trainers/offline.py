@@ -21,6 +21,7 @@ from multidom.core.spec import DominanceSpec
 from multidom.lm.tokenize import check_columns, tokenize_example
 from multidom.objectives.offline import OFFLINE_SPEC, offline_dominance_loss
 from multidom.trainers.global_batch import GlobalBatchConfig, GlobalBatchTrainer
+from multidom.trainers.spec_field import WithDominanceSpec
 
 __all__ = ["OfflineDominanceConfig", "OfflineDominanceTrainer", "prepare_offline_dataset", "score_with_bank",
            "check_reward_columns"]
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class OfflineDominanceConfig(GlobalBatchConfig):
+class OfflineDominanceConfig(WithDominanceSpec, GlobalBatchConfig):
     """Hyperparameters of :class:`OfflineDominanceTrainer` (plus every ``TrainingArguments`` field)."""
 
     beta: float = field(
@@ -53,10 +54,6 @@ class OfflineDominanceConfig(GlobalBatchConfig):
         if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta > 0:
             raise ValueError(f"beta must be a number > 0, got {self.beta!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["dominance"] = self.dominance.to_dict()
-        return out
 
 
 def _rewards_of(row: dict, idx: int, k: int, rewards_column: str | None, reward_columns: Sequence[str]) -> list:

@@ -21,6 +21,7 @@ from trl import GRPOConfig
 from multidom.core.estimators import ESTIMATORS
 from multidom.core.spec import DominanceSpec
 from multidom.objectives.online import GROUPINGS
+from multidom.trainers.spec_field import WithDominanceSpec
 
 __all__ = ["OnlineDominanceConfig", "ADVANTAGE_SCALES", "BASELINE_SOURCES", "DOMINANCE_FIELDS", "SPEC_DEFAULTS"]
 
@@ -49,7 +50,7 @@ BASELINE_SOURCES: dict[str, str] = {
 
 
 @dataclass
-class OnlineDominanceConfig(GRPOConfig):
+class OnlineDominanceConfig(WithDominanceSpec, GRPOConfig):
     """GRPO config plus the dominance fields (all optional; defaults give a working run)."""
 
     dominance: Any = field(
@@ -147,10 +148,6 @@ class OnlineDominanceConfig(GRPOConfig):
             return {"seed": int(self.seed) + int(step)}
         return {}
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["dominance"] = self.dominance.to_dict()
-        return out
 
 
 #: The fields this class adds to GRPOConfig (for docs and config sections).

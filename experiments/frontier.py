@@ -85,6 +85,7 @@ MULTIDOM: dict[str, dict[str, Any]] = {
     "md-hinge-group": {"dominance": {"estimator": "quantile", "cost": "hinge"}, "scale_rewards": "group"},
     "md-logistic": {"dominance": {"estimator": "quantile", "cost": "logistic"}},
     "md-logistic-group": {"dominance": {"estimator": "quantile", "cost": "logistic"}, "scale_rewards": "group"},
+    "md-logistic-b4": {"dominance": {"estimator": "quantile", "cost": "logistic"}, "baseline_samples": 4},
     "md-logistic-g2-group": {"dominance": {"estimator": "quantile", "cost": "logistic", "cost_gain": 2.0},
                              "scale_rewards": "group"},
     "md-logistic-refresh": {"dominance": {"estimator": "quantile", "cost": "logistic"},

@@ -47,7 +47,7 @@ Usage (one thread per process; each call appends its runs under ``--runs``, ``re
         md-logistic-group md-hinge-group --seeds 0 1 2 --n-boot 8
     MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python experiments/frontier.py run --task quickstart \
         --methods md-logistic gdpo grpo-sum --seeds 0 1 2 --n-boot 10
-    OMP_NUM_THREADS=1 python experiments/frontier.py report   # reads /tmp/frontier_work for the reference clouds
+    OMP_NUM_THREADS=1 python experiments/frontier.py report   # reads only the records under --runs
 
 A quickstart run is ~150 x 1.7-2.5 CPU-s plus four evaluations (~5-8 CPU-minutes); the toy's ~1 CPU-minute.
 
@@ -60,6 +60,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,6 +370,14 @@ def reference_cloud(task: Task, work: Path, scorer) -> dict:
     return out
 
 
+def write_reference_record(task: Task, ref: dict, runs: Path) -> None:
+    """What the report needs of the reference, next to the run records (the report never reads ``--work``)."""
+    (runs / "reference.json").write_text(json.dumps(
+        {"task": task.name, "reference": True, "distinct": float(ref["distinct"]), "corr": ref["corr"].tolist(),
+         "attributes": list(task.attrs), "held_out_prompts": len(task.held_out), "eval_g": task.eval_g}, indent=1)
+        + "\n")
+
+
 def run(args) -> None:
     from multidom.trainers.online_baseline import as_bank
 
@@ -381,10 +390,13 @@ def run(args) -> None:
         task.eval_steps = tuple(s for s in task.eval_steps if s <= args.steps) or (args.steps,)
     scorer = as_bank(task.bank())
     ref = reference_cloud(task, work, scorer)
-    ref_model, tok = task.load()
-    ref_model.eval()
     runs = Path(args.runs) / task.name
     runs.mkdir(parents=True, exist_ok=True)
+    write_reference_record(task, ref, runs)
+    cache = f"MULTIDOM_CACHE={os.environ['MULTIDOM_CACHE']} " if os.environ.get("MULTIDOM_CACHE") else ""
+    command = cache + "OMP_NUM_THREADS=1 python experiments/frontier.py " + " ".join(sys.argv[1:])
+    ref_model, tok = task.load()
+    ref_model.eval()
     for seed in args.seeds:
         for method in args.methods:
             dest = runs / f"{method}-s{seed}.json"
@@ -392,9 +404,10 @@ def run(args) -> None:
                 print("skip (done)", dest, flush=True)
                 continue
             print(f"[{task.name}] {method} seed {seed}", flush=True)
-            record = {"task": task.name, "method": method, "seed": seed, "common": task.common,
+            record = {"task": task.name, "method": method, "seed": seed, "command": command, "common": task.common,
                       "settings": MULTIDOM.get(method, {"multi_objective_aggregation": TRL_PEERS.get(method)}),
-                      "torch_threads": torch.get_num_threads(), "evals": [], "done": False}
+                      "torch_threads": torch.get_num_threads(), "evals": [], "done": False,
+                      "loadavg_start": os.getloadavg()[0]}
             sink: dict = {}
 
             def write(row, record=record, dest=dest):
@@ -411,6 +424,7 @@ def run(args) -> None:
             record["median_step_cpu_s"] = statistics.median(cb.cpu[1:])
             record["train_s"] = sum(cb.wall)
             record["done"] = True
+            record["loadavg"] = [record["loadavg_start"], os.getloadavg()[0]]
             dest.write_text(json.dumps(record, indent=1) + "\n")
             torch.save({k: v for k, v in sink.get("clouds", {}).items()}, work / f"{task.name}-{method}-s{seed}.pt")
 

@@ -22,7 +22,7 @@ def _load(runs: Path) -> dict:
     out: dict = {}
     for f in sorted(runs.glob("*/*.json")):
         r = json.loads(f.read_text())
-        if not r.get("evals"):
+        if r.get("reference") or not r.get("evals"):
             continue
         out.setdefault(r["task"], {}).setdefault(r["method"], []).append(r)
     return out
@@ -227,9 +227,10 @@ def plot(summary: dict, path: Path) -> None:
 def markdown(summary: dict, meta: dict) -> str:
     lines = ["# Frontier benchmark: eps(policy ≽ reference) vs KL, multidom vs TRL GRPO-sum and GDPO", "",
              f"Produced by `{meta['command']}` from the per-run records in `experiments/results/frontier_runs/` "
-             f"(each written by `{meta['run_command']}`). Threads per process: 1 (`OMP_NUM_THREADS=1`, "
-             "`torch.set_num_threads(1)`). Machine: 2 CPU cores shared with three other engineers' jobs "
-             "(load 10-20 while this ran), so wall times are inflated ~10x; compare CPU times.", ""]
+             "(each written by one of the commands below, several processes in parallel, each a subset). "
+             "Threads per process: 1 (`OMP_NUM_THREADS=1`, `torch.set_num_threads(1)`). Machine: 2 CPU cores shared "
+             f"with other engineers' jobs ({meta['load']}), so wall times are inflated; compare CPU times.", "",
+             *[f"    {c}" for c in meta["run_commands"]], ""]
     for task, s in summary.items():
         c = s["common"]
         lines += [f"## Task `{task}`", "",
@@ -321,26 +322,49 @@ def markdown(summary: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(args) -> None:
-    import torch
+def _references(runs: Path) -> dict:
+    """``{task: {"distinct", "corr", ...}}`` from the ``reference.json`` that ``run`` writes next to the records."""
+    out = {}
+    for f in sorted(runs.glob("*/reference.json")):
+        r = json.loads(f.read_text())
+        out[r["task"]] = {"distinct": r["distinct"], "corr": r["corr"]}
+    return out
 
+
+#: the commands of the records written before each record carried its own (toy and quickstart seeds 0-1)
+_LEGACY_COMMANDS = [
+    "OMP_NUM_THREADS=1 python experiments/frontier.py run --task toy --methods md-logistic gdpo grpo-sum md-hinge "
+    "md-logistic-group md-hinge-group --seeds 0 1 2 --n-boot 8",
+    "OMP_NUM_THREADS=1 python experiments/frontier.py run --task toy --methods md-logistic-refresh md-logistic-buffer "
+    "md-logistic-margin md-logistic-pooled md-logistic-sliced md-logistic-m16 md-logistic-m4 md-logistic-g2-group "
+    "--seeds 0 --n-boot 8",
+    "MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python experiments/frontier.py run --task quickstart --methods "
+    "md-logistic gdpo grpo-sum --seeds 0 1 --n-boot 10",
+    "MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python experiments/frontier.py run --task quickstart --methods "
+    "md-logistic gdpo --seeds 2 --n-boot 10",
+    "MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python experiments/frontier.py run --task quickstart --methods "
+    "grpo-sum --seeds 2 --n-boot 10",
+    "MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python experiments/frontier.py run --task quickstart --methods "
+    "md-logistic-b4 --seeds 0 1 2 --n-boot 10",
+]
+
+
+def _load_text(runs: dict, legacy: bool) -> str:
+    """The 1-minute load average the records saw (start and end of each run), as a range."""
+    seen = [x for t in runs.values() for rs in t.values() for r in rs for x in r.get("loadavg", [])]
+    parts = [f"1-minute load average {min(seen):.1f}-{max(seen):.1f} at the start/end of the recorded runs"] if seen else []
+    if legacy:
+        parts.append("10-20 during the earlier runs, which did not record it")
+    return "; ".join(parts) or "load not recorded"
+
+
+def report(args) -> None:
     runs = _load(Path(args.runs))
-    ref = {}
-    for task in runs:
-        p = Path(args.work) / f"{task}-reference.pt"
-        if p.is_file():
-            r = torch.load(p, weights_only=True)
-            ref[task] = {"distinct": float(r["distinct"]), "corr": r["corr"].tolist()}
-    summary = summarise(runs, ref)
+    summary = summarise(runs, _references(Path(args.runs)))
+    recorded = sorted({r["command"] for task in runs.values() for rs in task.values() for r in rs if "command" in r})
+    legacy = any("command" not in r for task in runs.values() for rs in task.values() for r in rs)
     meta = {"command": "OMP_NUM_THREADS=1 python experiments/frontier.py report",
-            "run_command": "OMP_NUM_THREADS=1 python experiments/frontier.py run --task toy --methods md-logistic gdpo "
-                           "grpo-sum md-hinge md-logistic-group md-hinge-group --seeds 0 1 2 --n-boot 8` and `... run "
-                           "--task toy --methods md-logistic-refresh md-logistic-buffer md-logistic-margin "
-                           "md-logistic-pooled md-logistic-sliced md-logistic-m16 md-logistic-m4 md-logistic-g2-group "
-                           "--seeds 0 --n-boot 8` and `MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python "
-                           "experiments/frontier.py run --task quickstart --methods md-logistic gdpo grpo-sum "
-                           "--seeds 0 1 --n-boot 10` (several processes in parallel, each a subset; stopped at the "
-                           "time limit, see the reading below)"}
+            "run_commands": (_LEGACY_COMMANDS if legacy else []) + recorded, "load": _load_text(runs, legacy)}
     out = Path(args.out)
     (out / "frontier.json").write_text(json.dumps({"meta": meta, "tasks": summary}, indent=1) + "\n")
     md = markdown(summary, meta)

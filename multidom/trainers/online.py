@@ -11,6 +11,7 @@ prepared before training by all ranks together, each sampling its share of the p
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -61,11 +62,14 @@ class OnlineDominanceTrainer(SafeCheckpoints, GRPOTrainer):
             if not zero3_partitioned(model):
                 model.to(args.device)
         # every rank samples its share of the prompts; the shares are merged, so all ranks see one cloud
+        wall, cpu = time.perf_counter(), time.process_time()
         train_dataset = add_baseline_column(train_dataset, args, scorer, model=model,
                                             tokenizer=processing_class, cache_path=cache)
         if eval_dataset is not None:
             eval_dataset = add_baseline_column(eval_dataset, args, scorer, model=model,
                                                tokenizer=processing_class, cache_path=cache)
+        #: seconds this process spent building the baseline cloud (sampling + scoring, or reading the cache)
+        self.baseline_seconds = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
         # TRL keeps a reference only when beta > 0 and there is no adapter; refreshing the baseline without one
         # needs a copy of the initial weights, made before TRL patches the policy's forward (a deepcopy of the
         # patched model would still call the policy's own modules)

@@ -12,7 +12,7 @@ from multidom.app.config import load_config
 from multidom.app.quickstart import QuickstartConfig, format_table, run_quickstart, targets_met
 from multidom.app.quickstart.data import ChatPair, load_chatterbot_pairs, split_by_prompt
 from multidom.app.quickstart.lm import CHAT_TEMPLATE, TinyLMConfig, build_model, train_tokenizer
-from multidom.app.quickstart.pipeline import SPEC_DEFAULTS, TRAINING_DEFAULTS
+from multidom.app.quickstart.pipeline import SPEC_DEFAULTS, TRAINING_DEFAULTS, format_timings
 from multidom.app.quickstart.sft import SFTConfig, cache_key, encode_pairs, load_or_train_sft, load_sft
 
 PAIRS = [ChatPair("hello there", "hi, nice to see you"), ChatPair("how are you", "great, thanks"),
@@ -208,6 +208,14 @@ def test_targets_met_criteria():
 
 
 @pytest.mark.slow
+def test_format_timings_reports_the_baseline_share():
+    t = {"sft_s": 60.0, "align_s": 200.0, "align_cpu_s": 180.0, "baseline_s": 20.0, "baseline_cpu_s": 9.0,
+         "eval_s": 40.0, "total_s": 300.0}
+    line = format_timings(t)
+    assert "alignment 200 s (of which the baseline cloud 20 s = 10.0% wall, 5.0% CPU)" in line
+    assert line.startswith("time: SFT 60 s") and line.endswith("total 300 s")
+
+
 def test_quickstart_end_to_end_shrunk(tmp_path, capsys):
     torch.manual_seed(0)
     config = {
@@ -246,6 +254,9 @@ def test_quickstart_end_to_end_shrunk(tmp_path, capsys):
     assert (out / "aligned" / "model.safetensors").is_file() and any((out / "align").glob("checkpoint-*"))
     saved = json.loads((out / "quickstart_summary.json").read_text())
     assert saved["targets"]["estimator"] == "quantile"
+    t = summary["timings"]  # the baseline cloud (8 prompts x 4 samples, cold cache) is part of the alignment
+    assert 0 < t["baseline_s"] < t["align_s"] < t["total_s"] and 0 < t["baseline_cpu_s"] < t["align_cpu_s"]
+    assert f"of which the baseline cloud {t['baseline_s']:.0f} s" in printed
     # second run: the SFT model comes from the cache, alignment resumes from the last checkpoint
     again = run_quickstart(config, output_dir=str(out), resume=True)
     assert again["sft"]["cached"] is True and again["resumed_from"] is not None

@@ -119,7 +119,7 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
           flush=True)
 
     # 3. alignment with the online dominance trainer
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     train_prompts = sorted({p.prompt for p in train_pairs})
     if d.align_prompts and d.align_prompts < len(train_prompts):
         train_prompts = sorted(random.Random(cfg.seed).sample(train_prompts, d.align_prompts))
@@ -132,6 +132,8 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
     trainer.save_model(str(aligned_dir))
     tokenizer.save_pretrained(aligned_dir)
     timings["align_s"] = time.perf_counter() - t0
+    timings["align_cpu_s"] = time.process_time() - c0
+    timings["baseline_s"], timings["baseline_cpu_s"] = trainer.baseline_seconds["wall"], trainer.baseline_seconds["cpu"]
 
     # 4. held-out evaluation against the SFT reference
     t0 = time.perf_counter()
@@ -171,7 +173,17 @@ def _run(config: Mapping[str, Any] | None, *, output_dir: str, resume: bool) -> 
         "align_prompts": len(train_prompts),
     }
     (out / "quickstart_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(format_timings(timings), flush=True)
     return summary
+
+
+def format_timings(t: Mapping[str, float]) -> str:
+    """One line: wall time per stage and the baseline cloud's share of the alignment (wall and process CPU)."""
+    share = lambda a, b: 100.0 * a / b if b > 0 else math.nan  # noqa: E731
+    return (f"time: SFT {t['sft_s']:.0f} s, alignment {t['align_s']:.0f} s (of which the baseline cloud "
+            f"{t['baseline_s']:.0f} s = {share(t['baseline_s'], t['align_s']):.1f}% wall, "
+            f"{share(t['baseline_cpu_s'], t['align_cpu_s']):.1f}% CPU), evaluation {t['eval_s']:.0f} s, "
+            f"total {t['total_s']:.0f} s")
 
 
 def _prompt_dataset(prompts: list[str]):

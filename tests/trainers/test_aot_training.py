@@ -141,11 +141,22 @@ def _fused(model):
     return model
 
 
-def test_violation_ratio_metric_is_the_library_one():
+def test_violation_ratio_metric_is_the_library_one(tmp_path):
+    """The trainer's logged eps on hand log-ratios: the library's ratio of beta * u over beta * v (hinge)."""
+    args = AOTConfig(output_dir=str(tmp_path), pairing="paired", beta=2.0, report_to="none", save_strategy="no",
+                     use_cpu=True, max_length=64)
+    trainer = AOTTrainer(tiny_model(seed=0), args, processing_class=tiny_tokenizer(),
+                         train_dataset=Dataset.from_dict(preference_rows(4, seed=0)))
     u, v = torch.tensor([0.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 1.0])
-    # hinge, sorted coupling: D(U>=V) = (1 + 0 + 0)/3, D(V>=U) = (0 + 1 + 2)/3 -> ratio 1/4
-    eps = multidom.violation_ratio(u[:, None], v[:, None], estimator="quantile", cost="hinge")
-    assert float(eps) == pytest.approx(0.25)
+    logps = torch.stack([u, v], dim=1)  # (N, 2): chosen, rejected; the reference at 0
+    _, stats = trainer.objective(logps, torch.zeros_like(logps), {})
+    # hinge, sorted coupling on beta * u = (0, 4, 6), beta * v = (2, 2, 2):
+    # D(U>=V) = (2 + 0 + 0)/3, D(V>=U) = (0 + 2 + 4)/3 -> ratio 2 / (2 + 6) = 1/4
+    assert float(stats["dominance/quantile/eps"]) == pytest.approx(0.25)
+    eps = multidom.violation_ratio(2 * u[:, None], 2 * v[:, None], estimator="quantile", cost="hinge")
+    assert float(stats["dominance/quantile/eps"]) == pytest.approx(float(eps))
+    assert float(stats["rewards/chosen/mean"]) == pytest.approx(10 / 3)
+    assert float(stats["rewards/rejected/mean"]) == pytest.approx(2.0)
 
 
 def test_desirable_and_undesirable_datasets(tiny_dir, tmp_path):

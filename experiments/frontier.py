@@ -37,6 +37,9 @@ Tasks (:data:`TASKS`):
   class-B tokens among the tokens) and ``brevity``. Under the reference ``count_a`` is anti-correlated
   with both others (length, and A vs B tokens), and the sum ``count_a + share_b + brevity`` is maximised by
   a single B token, i.e. by giving up ``count_a`` entirely.
+* ``toy5``: the same model and prompts with five attributes: ``toy``'s three plus ``count_n`` (neutral tokens
+  / max length) and ``variety`` (distinct tokens / tokens). The sum is still maximised by one B token (sum
+  2.875), which gives up both ``count_a`` and ``count_n``.
 * ``quickstart``: the quickstart's SFT chat model (cached, :func:`load_or_train_sft`), its four offline
   reward models (sentiment, non_offensive, relevance, brevity) and its training settings
   (``configs/quickstart.yaml``: lr 5e-4, beta 0.05, G 8, 64 completions per step, 24 new tokens, 150 steps).
@@ -129,8 +132,8 @@ class Task:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def _toy_task(work: Path) -> Task:
-    from multidom.app.toy import _A, _B, build_toy_model, toy_prompts
+def _toy_task(work: Path, five: bool = False) -> Task:
+    from multidom.app.toy import _A, _B, VOCAB, build_toy_model, toy_prompts
     from reward_models import create
 
     max_len = 8
@@ -155,7 +158,17 @@ def _toy_task(work: Path) -> Task:
     def brevity(prompts, completions, completion_ids=None, **_):
         return [1.0 - len(tokens(ids)) / max_len for ids in completion_ids]
 
+    neutral = {VOCAB.index(f"n{i}") for i in range(10)}
+
+    def count_n(prompts, completions, completion_ids=None, **_):
+        return [sum(t in neutral for t in tokens(ids)) / max_len for ids in completion_ids]
+
+    def variety(prompts, completions, completion_ids=None, **_):
+        return [len(set(ts)) / len(ts) if (ts := tokens(ids)) else 0.0 for ids in completion_ids]
+
     fns = {"count_a": count_a, "share_b": share_b, "brevity": brevity}
+    if five:
+        fns.update(count_n=count_n, variety=variety)
 
     def load():
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -166,7 +179,7 @@ def _toy_task(work: Path) -> Task:
     held = [p for p in toy_prompts(80, seed=2) if p not in set(train)][:32]
     common = dict(per_device_train_batch_size=64, num_generations=8, max_completion_length=max_len,
                   learning_rate=1e-2, beta=0.04, temperature=1.0, max_steps=60)
-    return Task("toy", tuple(fns), load, train, held,
+    return Task("toy5" if five else "toy", tuple(fns), load, train, held,
                 lambda: [create({"type": "callable", "fn": f, "name": n}) for n, f in fns.items()],
                 common, (3, 6, 12, 30, 60), 16, max_len)
 
@@ -211,7 +224,8 @@ def _bank_names(rewards: list) -> list[str]:
     return list(RewardBank(list(rewards)).names)
 
 
-TASKS: dict[str, Callable[[Path], Task]] = {"toy": _toy_task, "quickstart": _quickstart_task}
+TASKS: dict[str, Callable[[Path], Task]] = {"toy": _toy_task, "toy5": lambda work: _toy_task(work, five=True),
+                                             "quickstart": _quickstart_task}
 
 
 # ---------------------------------------------------------------------------------------------

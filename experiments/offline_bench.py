@@ -169,6 +169,20 @@ def build_data(args) -> dict:
     return data
 
 
+def label_agreement(data: dict) -> dict:
+    """Per attribute and label set: the share of pairs whose chosen candidate is better on it (ties left out)."""
+    r = data["rewards"]
+    out = {}
+    for labels in ("noisy", "sum"):
+        row = {}
+        for j, a in enumerate(data["attributes"]):
+            d = [r[p["prompt"]][p[labels][0]][j] - r[p["prompt"]][p[labels][1]][j] for p in data["pairs"]]
+            d = [x for x in d if x != 0]
+            row[a] = sum(x > 0 for x in d) / max(len(d), 1)
+        out[labels] = row
+    return out
+
+
 def datasets_for(data: dict, family: str, labels: str | None):
     """The ``datasets.Dataset`` a family trains on (conversational rows)."""
     from datasets import Dataset
@@ -266,7 +280,7 @@ def train_and_eval(a, jobs: list[tuple[str, int, int, str]]) -> None:
         {"distinct": float(ref["distinct"]), "corr": ref["corr"].tolist(),
          "mean": ref["cloud"].reshape(-1, ref["cloud"].shape[-1]).mean(0).tolist(), "attributes": list(task.attrs),
          "held_out_prompts": len(task.held_out), "eval_g": task.eval_g, "data": data["stats"],
-         "k": data["k"], "tau": data["tau"]}, indent=1) + "\n")
+         "k": data["k"], "tau": data["tau"], "label_agreement": label_agreement(data)}, indent=1) + "\n")
     ref_model, tok = task.load()
     ref_model.eval()
     for method, seed, acc, name in jobs:

@@ -303,8 +303,7 @@ def train_and_eval(a, jobs: list[tuple[str, int, int, str]]) -> None:
             dest.write_text(json.dumps(record, indent=1) + "\n")
 
         evaluator = make_evaluator(task, ref_model, tok, scorer, ref["cloud"], a.n_boot, {})
-        steps = a.eval_steps if name == f"{method}-s{seed}" else [a.steps]
-        cb = CheckpointEval([s for s in steps if s <= a.steps], evaluator, write)
+        cb = CheckpointEval([s for s in a.eval_steps if s <= a.steps], evaluator, write)
         t0 = time.perf_counter()
         trainer = build_trainer(method, task, data, a, seed, acc, str(work / name), [cb])
         record["setup_s"] = time.perf_counter() - t0

@@ -121,6 +121,13 @@ def summarise(runs: Path) -> dict:
     if "aot-unpaired-trl" in bs and 1 in bs["aot-unpaired-trl"]:
         bs.setdefault("aot-unpaired-global", {})[1] = bs["aot-unpaired-trl"][1]  # one micro-batch: the same run
     s["batch_curve"] = {m: {str(k): v for k, v in sorted(d.items())} for m, d in bs.items()}
+    # the same at matched KL: each (sort, accumulation) arm's checkpoint curve, read at shared KL levels
+    arms = {f"{m}@a{acc}": _curve(rs) for (m, acc), rs in curve_runs.items() if len(rs[0]["evals"]) > 1}
+    for m in ("aot-unpaired-global", "aot-unpaired-trl"):
+        if m in curves and main[m]:
+            arms[f"{m}@a{main[m][0]['accumulation']}"] = curves[m]
+    s["batch_curve_matched"] = _matched(arms, sorted(arms), ref_distinct) if len(arms) > 1 else {}
+    s["batch_curve_matched"].pop("gain", None)
     return s
 
 
@@ -269,6 +276,13 @@ def markdown(s: dict) -> str:
                           f"{v['kl']:.2f}") if v else "— | — | —"
         L.append(f"| {(a or b)['pairs_per_step']} | {cell(a)} | {cell(b)} |")
     L.append("")
+    bm = s.get("batch_curve_matched") or {}
+    if bm.get("levels"):
+        L += ["The same runs at matched KL (eps read off each arm's checkpoints; `@aN` = accumulation N):", "",
+              "| arm | " + " | ".join(f"KL {k:.2f}" for k in bm["levels"]) + " |", "|---|" + "---|" * len(bm["levels"])]
+        for arm in sorted(bm["eps"], key=lambda x: (x.split("@")[0], int(x.split("@a")[1]))):
+            L.append(f"| {arm} | " + " | ".join(_f(x) for x in bm["eps"][arm]) + " |")
+        L.append("")
     if cost.get("rows"):
         L += ["## Memory and step time: multidom's global sort vs TRL `DPOTrainer(loss_type=\"aot_unpaired\")`", "",
               f"Same SFT model and pairs, one subprocess per method (memory: {cost['memory']}).", "",
@@ -283,6 +297,18 @@ def markdown(s: dict) -> str:
     L += ["## Against the targets", ""] + targets_text(s)
     L += ["", "## Why, where it does not hold (read from the same numbers)", ""] + reading(s)
     return "\n".join(L) + "\n"
+
+
+def collapsed(s: dict) -> dict:
+    """Methods whose last checkpoint lost diversity (distinct < 0.8 x SFT's): method -> the numbers that say so."""
+    ref_d = s["reference"].get("distinct")
+    out = {}
+    for m, p in s["final"].items():
+        if ref_d and p["distinct"] < 0.8 * ref_d:
+            c = s["curves"][m]
+            out[m] = (", ".join(f"step {q['step']}: KL {q['kl']:.2f}, eps {q['eps']:.3f}, distinct {q['distinct']:.3f}"
+                                for q in c) + f" (SFT distinct {ref_d:.3f})")
+    return out
 
 
 def reading(s: dict) -> list[str]:
@@ -315,6 +341,12 @@ def reading(s: dict) -> list[str]:
                  f"{min(e for m in f for e in [f[m]['eps_half'] / 1.96 * f[m]['seeds'] ** 0.5]):.3f}–"
                  f"{max(e for m in f for e in [f[m]['eps_half'] / 1.96 * f[m]['seeds'] ** 0.5]):.3f}: an ordering "
                  "whose gaps are below these is not a finding at this size.")
+    for m, why in collapsed(s).items():
+        c = s["curves"][m]
+        rises = c[-1]["eps"] > min(q["eps"] for q in c)
+        L.append(f"- {m} over-optimises: {why}. KL grows while eps against SFT "
+                 f"{'rises again' if rises else 'stops falling'}: the outputs narrow instead of improving further; "
+                 "the matched-KL tables compare it before that point.")
     kls = {m: f[m]["kl"] for m in f}
     lo, hi = min(kls, key=kls.get), max(kls, key=kls.get)
     L.append(f"- Equal steps are not equal distance: at the last step KL ranges from {kls[lo]:.2f} ({lo}) to "
@@ -421,6 +453,10 @@ def readme(s: dict) -> str:
         lines.append("Cost of the global sort vs TRL's aot_unpaired (CPU, RSS): " + "; ".join(
             f"accumulation {k}: step time x{v['step_time_global_over_trl']:.2f}, peak RSS x"
             f"{v['peak_rss_global_over_trl']:.2f}" for k, v in c.items()) + ".")
+    col = collapsed(s)
+    if col:
+        lines.append("Over-optimised by the last step (distinct completions < 0.8 x SFT's): " + ", ".join(
+            f"{m} (KL {f[m]['kl']:.1f}, distinct {f[m]['distinct']:.2f})" for m in col) + ".")
     lines.append("A 0.3M-parameter model on CPU: the ordering of methods, not their size, is the finding.")
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ measured in its constructor) -- is amortised over the quickstart's run: ``--prom
 Usage (pinned threads, ~3-6 minutes on a loaded 2-core machine)::
 
     OMP_NUM_THREADS=1 python experiments/bench_online_step.py --out experiments/results
+    OMP_NUM_THREADS=1 python experiments/bench_online_step.py --bank quickstart --baseline-samples 4
 """
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 WORDS_PER_PROMPT = 5
+#: reward banks to time with: cheap rules, or the quickstart's four offline models (MiniLM relevance dominates)
+BANKS = {
+    "rules": [{"type": "length", "unit": "words", "target": 8}, {"type": "regex", "pattern": "day|sun|good"}],
+    "quickstart": ["sentiment", "non_offensive", "relevance", {"type": "brevity", "unit": "words"}],
+}
 
 
 class StepTimer(TrainerCallback):
@@ -69,7 +75,11 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=256, help="prompts of the run (each gets a baseline cloud)")
     ap.add_argument("--run-steps", type=int, default=150, help="steps the baseline is amortised over")
     ap.add_argument("--hidden", type=int, default=96)
+    ap.add_argument("--bank", choices=sorted(BANKS), default="rules",
+                    help="'rules': length + regex (cheap scoring); 'quickstart': the quickstart's four offline models")
+    ap.add_argument("--baseline-samples", type=int, default=8, help="baseline completions per prompt")
     opts = ap.parse_args()
+    load0 = os.getloadavg()[0]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     from datasets import Dataset
@@ -81,7 +91,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_online_"))
     path = save_tiny_lm(tmp / "lm", hidden=opts.hidden)
-    specs = [{"type": "length", "unit": "words", "target": 8}, {"type": "regex", "pattern": "day|sun|good"}]
+    specs = BANKS[opts.bank]
     data = Dataset.from_dict({"prompt": _prompts(opts.prompts)})
     common = dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1000,
                   per_device_train_batch_size=64, num_generations=8, max_completion_length=24, temperature=1.0,
@@ -96,7 +106,7 @@ def main() -> None:
     t0 = time.perf_counter()
     online = OnlineDominanceTrainer(
         model, OnlineDominanceConfig(output_dir=str(tmp / "online"), dominance={"estimator": "quantile"},
-                                     baseline_samples=8, plot_steps=0, all_estimators_steps=0, **common),
+                                     baseline_samples=opts.baseline_samples, plot_steps=0, all_estimators_steps=0, **common),
         data, RewardBank(specs), processing_class=tok, callbacks=[online_timer])
     construct_s = time.perf_counter() - t0
     # the constructor's baseline share: rerun the baseline alone (no cache) on the same model
@@ -127,13 +137,18 @@ def main() -> None:
     }
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_online_step.json").write_text(json.dumps(result, indent=2) + "\n")
+    stem = "bench_online_step" + ("" if opts.bank == "rules" else f"_{opts.bank}") + (
+        "" if opts.baseline_samples == 8 else f"_b{opts.baseline_samples}")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Online dominance step vs TRL GRPO step (experiments/bench_online_step.py)", "",
         f"Same tiny Llama (hidden {opts.hidden}), {opts.prompts} prompts, G = 8, 64 completions per step, 24 new "
         f"tokens, lr 0, {opts.rounds} interleaved rounds of {opts.steps} steps each, "
-        f"{torch.get_num_threads()} thread(s). Baseline ({opts.prompts} prompts x 8) amortised over "
-        f"{opts.run_steps} steps.", "",
+        f"{torch.get_num_threads()} thread(s), reward bank `{opts.bank}` ({json.dumps(specs)}). Baseline "
+        f"({opts.prompts} prompts x {opts.baseline_samples}) amortised over {opts.run_steps} steps. Command: "
+        f"`OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} python experiments/bench_online_step.py "
+        f"{' '.join(sys.argv[1:])}`; 1-minute load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        "the end.", "",
         "| | GRPO | online | online + baseline/step | ratio |", "|---|---|---|---|---|",
         f"| wall s/step (median) | {g_wall:.3f} | {o_wall:.3f} | {o_wall + amortised:.3f} | "
         f"{result['ratio_wall']:.3f} |",
@@ -143,7 +158,7 @@ def main() -> None:
         f"({amortised:.3f} / {amortised_cpu:.3f} s per step amortised).", "",
         "CPU time is the comparison to trust on a shared machine (wall time includes waiting for a core).", "",
     ]
-    (out / "bench_online_step.md").write_text("\n".join(lines))
+    (out / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -183,8 +183,12 @@ def label_agreement(data: dict) -> dict:
     return out
 
 
-def datasets_for(data: dict, family: str, labels: str | None):
-    """The ``datasets.Dataset`` a family trains on (conversational rows)."""
+def datasets_for(data: dict, family: str, labels: str | None, seed: int = 0):
+    """The ``datasets.Dataset`` a family trains on (conversational rows).
+
+    The seed reaches the data order: through the Trainer's sampler for the others, through the row order here for
+    KTO, whose sampler is sequential (otherwise KTO's seeds would be one run repeated).
+    """
     from datasets import Dataset
 
     msg = lambda t: [{"role": "assistant", "content": t}]  # noqa: E731
@@ -200,7 +204,7 @@ def datasets_for(data: dict, family: str, labels: str | None):
         # ones, and KTO's sequential sampler would then feed micro-batches of one label only
         rows = [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
                 for r in rows for side in ("chosen", "rejected")]
-        random.Random(1).shuffle(rows)
+        random.Random(1 + seed).shuffle(rows)
     return Dataset.from_list(rows)
 
 
@@ -235,7 +239,7 @@ def build_trainer(method: str, task, data: dict, a, seed: int, accumulation: int
                   max_steps=a.steps, per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
                   logging_steps=10_000, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
                   disable_tqdm=True, dataloader_num_workers=0, max_length=96, beta=a.beta)
-    train = datasets_for(data, family, opt.get("labels"))
+    train = datasets_for(data, family, opt.get("labels"), seed)
     kw = dict(train_dataset=train, processing_class=tok, callbacks=list(callbacks))
     if family == "trl-dpo":
         from trl import DPOConfig, DPOTrainer

@@ -10,6 +10,7 @@ the default accumulation.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def _levels(curves: dict, methods) -> list[float]:
     if len(tops) < 2:
         return []
     top = min(tops)
-    return [round(top * f, 3) for f in (0.25, 0.5, 1.0)]
+    return [math.floor(top * f * 1000) / 1000 for f in (0.25, 0.5, 1.0)]  # floor: the top level stays covered
 
 
 def _matched(curves: dict, methods, ref_distinct: float) -> dict:

@@ -126,8 +126,10 @@ def test_nothing_active_gives_zero_potentials():
 
 def test_pooled_with_an_odd_number_of_samples():
     x, xm, y, ym = _clouds()
-    pot = dominance_potentials(x[:, :1], xm[:, :1], y[:1], ym[:1], _spec(), "pooled")  # B = 2, G = 1 vs 1 prompt
-    assert pot.phi.shape == (2, 1)
+    x3, xm3 = torch.cat([x, x[:1]])[:, :1], torch.ones(3, 1, dtype=torch.bool)  # B = 3 prompts, G = 1
+    y3, ym3 = torch.cat([y, y[:1]]), torch.ones(3, 2, dtype=torch.bool)
+    pot = dominance_potentials(x3, xm3, y3, ym3, _spec(), "pooled")
+    assert pot.phi.shape == (3, 1) and pot.valid.all()
 
 
 def test_per_call_options_reach_the_solve():

@@ -149,7 +149,8 @@ def plot(s: dict, path: Path) -> None:
         c = [{"kl": 0.0, "eps": 0.5, "eps_half": 0.0}] + s["curves"][m]
         ax[0].errorbar([p["kl"] for p in c], [p["eps"] for p in c], yerr=[p["eps_half"] for p in c], marker="o",
                        ms=3, capsize=2, label=m, ls="--" if m.endswith("-trl") else "-")
-    ax[0].set(xlabel="KL(policy || SFT) per sequence (nats)", ylabel="eps(policy ≽ SFT), lower is better",
+    ax[0].set_xscale("symlog", linthresh=1.0)
+    ax[0].set(xlabel="KL(policy || SFT) per sequence (nats, symlog)", ylabel="eps(policy ≽ SFT), lower is better",
               title="held-out eps vs KL (checkpoints, mean of seeds)")
     ax[0].legend(fontsize=7)
     for m, d in s["batch_curve"].items():
@@ -164,13 +165,14 @@ def plot(s: dict, path: Path) -> None:
     ms = [m for m in ORDER if m in s["final"]]
     attrs = list(s["final"][ms[0]]["gain"]) if ms else []
     w = 0.8 / max(len(ms), 1)
+    sd = s["reference"].get("data", {}).get("attribute_std") or [1.0] * len(attrs)
     for i, m in enumerate(ms):
         g = s["final"][m]
-        ax[2].bar([j + i * w for j in range(len(attrs))], [g["gain"][a] for a in attrs], w,
-                  yerr=[1.96 * g["gain_se"][a] for a in attrs], label=m, capsize=1)
+        ax[2].bar([j + i * w for j in range(len(attrs))], [g["gain"][a] / sd[k] for k, a in enumerate(attrs)], w,
+                  yerr=[1.96 * g["gain_se"][a] / sd[k] for k, a in enumerate(attrs)], label=m, capsize=1)
     ax[2].axhline(0, color="k", lw=0.5)
     ax[2].set_xticks([j + 0.4 - w / 2 for j in range(len(attrs))], attrs)
-    ax[2].set(ylabel="mean gain over SFT (raw units)", title="per-attribute gain at the last step")
+    ax[2].set(ylabel="mean gain over SFT (SFT candidates' sd)", title="per-attribute gain at the last step")
     ax[2].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

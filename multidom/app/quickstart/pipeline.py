@@ -37,7 +37,7 @@ SPEC_DEFAULTS: dict[str, Any] = {"estimator": "quantile", "cost": "logistic", "n
 TRAINING_DEFAULTS: dict[str, Any] = {
     "grouping": "per_prompt",
     "baseline_source": "reference",
-    "baseline_samples": 8,
+    "baseline_samples": 4,
     "num_generations": 8,
     "per_device_train_batch_size": 64,
     "max_completion_length": 24,

@@ -15,6 +15,8 @@ import statistics
 from pathlib import Path
 
 HEADLINE = ("md-logistic", "gdpo", "grpo-sum")
+#: the multidom variants whose targets are computed: the library default and the quickstart's setting
+TARGET_VARIANTS = ("md-logistic", "md-logistic-b4")
 PEERS = ("gdpo", "grpo-sum")
 
 
@@ -181,7 +183,7 @@ def summarise(runs: dict, ref: dict) -> dict:
                      "settings": {m: rs[0]["settings"] for m, rs in methods.items()},
                      "common": next(iter(methods.values()))[0]["common"],
                      "reference": {k: v for k, v in ref.get(task, {}).items()}}
-        out[task]["targets"] = targets(out[task])
+        out[task]["targets"] = {md: targets(out[task], md) for md in TARGET_VARIANTS if md in out[task]["curves"]}
     return out
 
 
@@ -283,9 +285,10 @@ def markdown(summary: dict, meta: dict) -> str:
                                  f"{_f(r['md_kl'], '{:.2f}')} | {_f(r['ratio'], '{:.2f}')} | "
                                  f"{r['gdpo_best_eps']:.3f} ({r['gdpo_best_step']}) | {r['gdpo_best_kl']:.2f} | "
                                  f"{_f(r['md_kl_best'], '{:.2f}')} | {_f(r['ratio_best'], '{:.2f}')} |")
-        t = s.get("targets", {})
-        if t:
-            lines += ["", f"### Targets for `{HEADLINE[0]}` (computed)", ""]
+        for md, t in s.get("targets", {}).items():
+            if not t:
+                continue
+            lines += ["", f"### Targets for `{md}` (computed)", ""]
             m = t.get("matched_kl_vs_gdpo")
             if m:
                 lines.append(f"* eps no higher than GDPO at every matched KL (intervals): {m['levels']} levels, "

@@ -90,7 +90,8 @@ MULTIDOM: dict[str, dict[str, Any]] = {
     "md-logistic": {"dominance": {"estimator": "quantile", "cost": "logistic"}},
     "md-logistic-group": {"dominance": {"estimator": "quantile", "cost": "logistic"}, "scale_rewards": "group"},
     "md-logistic-b4": {"dominance": {"estimator": "quantile", "cost": "logistic"}, "baseline_samples": 4},
-    # gain 3: the logistic's slope falls to sigmoid(-3) = 0.05 one sd past dominance (gain 1: 0.27), closer to the hinge
+    # gain 3: h = log(1 + exp(3t)); one sd past dominance its slope is 0.095x its slope at t = 0 (gain 1: 0.54x),
+    # closer to the hinge; unscaled potentials are also 3x larger near t = 0 (larger steps there)
     "md-logistic-g3": {"dominance": {"estimator": "quantile", "cost": "logistic", "cost_gain": 3.0}},
     "md-logistic-g2-group": {"dominance": {"estimator": "quantile", "cost": "logistic", "cost_gain": 2.0},
                              "scale_rewards": "group"},

@@ -24,15 +24,19 @@ def test_prompt_text_of_message_parts_and_of_chats_without_a_user():
     assert prompt_text([{"role": "system", "content": "s"}, {"role": "assistant", "content": "t"}]) == "s\nt"
 
 
-class _Legacy(RewardModel):
-    """The first version's contract: ``__call__`` returns the raw score."""
+def _legacy() -> type:
+    """A subclass with the first version's contract (``__call__`` returns the raw score), defined when called:
+    ``__init_subclass__`` runs at class creation, so the class is made inside the test."""
 
-    def __call__(self, prompts, completions, **columns):
-        return [float(len(c)) for c in completions]
+    class Legacy(RewardModel):
+        def __call__(self, prompts, completions, **columns):
+            return [float(len(c)) for c in completions]
+
+    return Legacy
 
 
 def test_a_subclass_call_becomes_its_raw_and_calls_are_oriented():
-    model = _Legacy("chars", higher_is_better=False)
+    model = _legacy()("chars", higher_is_better=False)
     assert model.raw(["p"], ["abc"]) == [3.0]
     assert model(["p"], ["abc"]) == [-3.0]
 
@@ -40,7 +44,7 @@ def test_a_subclass_call_becomes_its_raw_and_calls_are_oriented():
 @pytest.mark.parametrize("name", ["", 3, None])
 def test_a_reward_model_needs_a_string_name(name):
     with pytest.raises(ValueError, match=r"^a reward model needs a non-empty string name, got "):
-        _Legacy(name)
+        _legacy()(name)
 
 
 class _Two(RewardModel):

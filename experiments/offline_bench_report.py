@@ -187,7 +187,7 @@ def _holds(check: dict) -> str:
     if not check["holds"]:
         return "not measured"
     bits = [f"{k.replace('<=', '≤')}: {'yes' if v else 'NO'} (seeds {check['seed_wins'][k]} of "
-            f"{min(check['seeds'].values())})" for k, v in check["holds"].items()]
+            f"{min(check['seeds'][n] for n in k.split(' <= '))})" for k, v in check["holds"].items()]
     return "; ".join(bits)
 
 
@@ -406,10 +406,9 @@ def targets_text(s: dict) -> list[str]:
                     if not below else f"does not hold at {len(below)} (seed, checkpoint, attribute) cells: " +
                     ", ".join(f"seed {b['seed']} step {b['step']} {b['attribute']} {b['gain']:+.3f}±{1.96 * b['se']:.3f}"
                               for b in below[:6]) + "."))
-        wb = s["attributes_below_sft"].get("wsum-dpo")
-        if wb is not None:
-            L.append(f"  The weighted-sum baseline has {len(wb)} such cells" +
-                     (": " + ", ".join(sorted({b['attribute'] for b in wb})) + "." if wb else "."))
+        L.append("  Such cells per method: " + ", ".join(
+            f"{m} {len(b)}" + (f" ({', '.join(sorted({x['attribute'] for x in b}))})" if b else "")
+            for m, b in sorted(s["attributes_below_sft"].items())) + ".")
     mt = s["matched"]["md_vs_wsum"]
     if mt["levels"] and len(mt["eps"]) == 2:
         md, ws = mt["eps"]["md-offline"], mt["eps"]["wsum-dpo"]

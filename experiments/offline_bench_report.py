@@ -448,6 +448,18 @@ def readme(s: dict) -> str:
         k = bm["levels"][-1]
         arms = {a: v[-1] for a, v in bm["eps"].items() if v[-1] is not None}
         glob = f"; at KL {k:.2f}: " + ", ".join(f"{a} {v:.3f}" for a, v in sorted(arms.items()))
+    verdict = "was measured"
+    g, t = f.get("aot-unpaired-global"), f.get("aot-unpaired-trl")
+    eg, et = (ma["eps"].get("aot-unpaired-global", [None])[-1], ma["eps"].get("aot-unpaired-trl", [None])[-1]) \
+        if ma.get("levels") else (None, None)
+    if g and t and eg is not None and et is not None:
+        verdict = (("moves faster" if g["kl"] > t["kl"] else "moves no faster") + ", " +
+                   ("not better" if eg >= et else "and better at matched KL"))
+    gaps = [v[-1] for v in ma.get("eps", {}).values() if v and v[-1] is not None]
+    se = max((p["eps_half"] / 1.96 * p["seeds"] ** 0.5 for p in f.values()), default=0.0)
+    noise = (f"the largest gap at matched KL ({max(gaps) - min(gaps):.3f}) is "
+             f"{'below' if max(gaps) - min(gaps) < se else 'above'} one evaluation's bootstrap se ({se:.3f})"
+             if len(gaps) > 1 else "")
     lines = [
         f"**Offline, measured** (`experiments/results/offline.md`: the quickstart SFT model's own samples on "
         f"{ref.get('data', {}).get('prompts_kept')} training prompts, scored by the reward bank, Bradley–Terry label "
@@ -455,21 +467,26 @@ def readme(s: dict) -> str:
         f"Equal steps: AOT unpaired {get('aot-unpaired-trl')} (TRL, per micro-batch) / {get('aot-unpaired-global')} "
         f"(multidom, global batch), DPO {get('dpo')}, KTO {get('kto')}: the paper's AOT ≥ DPO ≥ KTO "
         f"{'holds' if order_ok else 'does not hold'} here; at matched KL: {top}.",
-        f"The global sort moves faster, not better: at equal steps it reaches KL {get('aot-unpaired-global', 'kl', '{:.1f}')}"
+        f"The global sort {verdict}: at equal steps it reaches KL {get('aot-unpaired-global', 'kl', '{:.1f}')}"
         f" (distinct {get('aot-unpaired-global', 'distinct', '{:.2f}')}) against TRL's "
         f"{get('aot-unpaired-trl', 'kl', '{:.1f}')} ({get('aot-unpaired-trl', 'distinct', '{:.2f}')}){glob}.",
         "Offline multi-reward dominance vs DPO on the normalised reward sum, at matched KL: " +
         ("; ".join(f"{a:.3f} vs {b:.3f} (KL {k:.2f})" for k, a, b in md_ws) if md_ws else "not measured") +
-        f"; attributes significantly below SFT: {len(below)} cells; by the last step it over-optimises "
-        f"(KL {get('md-offline', 'kl', '{:.1f}')}, distinct {get('md-offline', 'distinct', '{:.2f}')}).",
+        f"; attributes significantly below SFT: {len(below)} cells" +
+        (f"; by the last step it over-optimises (KL {get('md-offline', 'kl', '{:.1f}')}, distinct "
+         f"{get('md-offline', 'distinct', '{:.2f}')})." if "md-offline" in collapsed(s) else "."),
     ]
     c = s["cost"].get("ratios", {})
     if c:
         lines.append("Global sort vs TRL's aot_unpaired (CPU; process RSS, not an allocator peak): " + "; ".join(
             f"accumulation {k}: step time x{v['step_time_global_over_trl']:.2f}, peak RSS x"
             f"{v['peak_rss_global_over_trl']:.2f}" for k, v in c.items()) + ".")
-    lines.append("Every method mostly learned brevity; the gaps between methods are within seed and bootstrap noise "
-                 "(offline.md). A 0.3M-parameter model: no evidence here for or against the paper at LLM scale.")
+    sd, attrs = ref.get("data", {}).get("attribute_std"), ref.get("attributes", [])
+    moved = ""
+    if sd and f:
+        tops = {max(attrs, key=lambda a: abs(p["gain"][a] / sd[attrs.index(a)])) for p in f.values()}
+        moved = f"Every method moved {' and '.join(sorted(tops))} most (offline.md); " if len(tops) == 1 else ""
+    lines.append(moved + noise + ". A 0.3M-parameter model: no evidence here for or against the paper at LLM scale.")
     return "\n".join(lines) + "\n"
 
 

@@ -198,6 +198,8 @@ def markdown(s: dict) -> str:
          "", "Written by `experiments/offline_bench.py report` from `experiments/results/offline_runs/*.json` "
          "(issue 14); every number below is read from those records.", "",
          "## How it was run", ""]
+    L += ["- `MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python experiments/offline_bench.py data` (the dataset, "
+          "cached under /tmp/offline_bench; every later command reads it), then, one after the other:"]
     L += [f"- `{c}`" for c in s["commands"] if c]
     if cost.get("command"):
         L.append(f"- `{cost['command']}`")
@@ -278,7 +280,9 @@ def markdown(s: dict) -> str:
         cell = lambda v: (f"{v['sort_size']} | {v['eps']:.3f} ({', '.join(f'{x:.3f}' for x in v['eps_seeds'])}) | "  # noqa: E731
                           f"{v['kl']:.2f}") if v else "— | — | —"
         L.append(f"| {(a or b)['pairs_per_step']} | {cell(a)} | {cell(b)} |")
-    L.append("")
+    L += ["", "Arms missing here were not run, for CPU time: TRL's per-micro-batch arm beyond accumulation 16 "
+          "(`--trl-max-accumulation`), and any arm of a command above that was stopped at the deadline. The row at "
+          "one micro-batch is one run (the two sorts coincide there).", ""]
     bm = s.get("batch_curve_matched") or {}
     if bm.get("levels"):
         L += ["The same runs at matched KL (eps read off each arm's checkpoints; `@aN` = accumulation N):", "",

@@ -30,7 +30,7 @@ PACKAGES = {  # package -> (files to mutate, tests that exercise them, extra pyt
     # the in-process trainer tests; the torchrun / spawn ones and the 24-step toy runs are left out (minutes each)
     "trainers": (["multidom/trainers/*"], [f"tests/trainers/test_{name}.py" for name in (
         "online_reward", "online_behaviour", "offline_behaviour", "aot_behaviour", "aot_errors", "aot_trainer",
-        "aot_training", "baseline_cache", "global_batch")], []),
+        "aot_training", "baseline_cache", "global_batch", "trainer_contracts")], []),
     "lm": (["multidom/lm/*"], ["tests/lm"], []),
     "app": (["multidom/app/*"], ["tests/app"], ["-m", "not slow"]),
 }

@@ -155,12 +155,16 @@ def plot(s: dict, path: Path) -> None:
     ax[0].legend(fontsize=7)
     for m, d in s["batch_curve"].items():
         xs = sorted(d.values(), key=lambda v: v["pairs_per_step"])
-        ax[1].plot([v["pairs_per_step"] for v in xs], [v["eps"] for v in xs], marker="o",
-                   label=f"{m} (sort over {'global batch' if 'global' in m else 'micro-batch'})")
-        for v in xs:
-            ax[1].scatter([v["pairs_per_step"]] * len(v["eps_seeds"]), v["eps_seeds"], s=8, alpha=0.4)
-    ax[1].set(xscale="log", xlabel="pairs per optimizer step (micro-batch x accumulation)",
-              ylabel="eps(policy ≽ SFT) at the last step", title="AOT unpaired: sort size (cf. arXiv 2406.05882 Fig. 2)")
+        ax[1].plot([v["pairs_per_step"] for v in xs], [v["eps"] for v in xs], marker="o", alpha=0.5, ls=":",
+                   label=f"{m}, last step (sort over {'global batch' if 'global' in m else 'micro-batch'})")
+    bm = s.get("batch_curve_matched") or {}
+    if bm.get("levels"):
+        for m in ("aot-unpaired-global", "aot-unpaired-trl"):
+            pts = sorted((int(a.split("@a")[1]) * 8, v[-1]) for a, v in bm["eps"].items()
+                         if a.startswith(m + "@") and v[-1] is not None)
+            ax[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="s", label=f"{m}, at KL {bm['levels'][-1]:.2f}")
+    ax[1].set(xscale="log", xlabel="pairs per optimizer step (micro-batch 8 x accumulation)",
+              ylabel="eps(policy ≽ SFT)", title="AOT unpaired: sort size (cf. arXiv 2406.05882 Fig. 2)")
     ax[1].legend(fontsize=7)
     ms = [m for m in ORDER if m in s["final"]]
     attrs = list(s["final"][ms[0]]["gain"]) if ms else []

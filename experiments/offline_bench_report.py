@@ -203,7 +203,9 @@ def markdown(s: dict) -> str:
          "(issue 14); every number below is read from those records.", "",
          "## How it was run", ""]
     L += ["- `MULTIDOM_CACHE=/tmp/qs_cache OMP_NUM_THREADS=1 python experiments/offline_bench.py data` (the dataset, "
-          "cached under /tmp/offline_bench; every later command reads it), then, one after the other:"]
+          "cached under /tmp/offline_bench; every later command reads it), then these, in the order cost, run by seed, "
+          "curve, the KTO seed-1 rerun (which overlapped the curve's last, stopped arm for some minutes: its step "
+          "times are not clean, its eps is unaffected):"]
     L += [f"- `{c}`" for c in s["commands"] if c]
     if cost.get("command"):
         L.append(f"- `{cost['command']}`")

@@ -111,7 +111,11 @@ def _tie_ratio(d_pq: torch.Tensor, x, a, y, b, c: Cost, est, merged: dict) -> to
         return None
     s_p = (a * est.statistic(x, **merged)).sum(-1)
     s_q = (b * est.statistic(y, **merged)).sum(-1)
-    return _ratio(d_pq, (d_pq + k * (s_p - s_q)).clamp(min=0.0))
+    d_qp = d_pq + k * (s_p - s_q)
+    # the weighted means carry rounding of order ulp(|s|): a difference below it is a tie, not a violation
+    rounding = 16 * torch.finfo(d_qp.dtype).eps * k * (s_p.abs() + s_q.abs())
+    d_qp = torch.where(d_qp.abs() <= rounding, torch.zeros_like(d_qp), d_qp)
+    return _ratio(d_pq, d_qp.clamp(min=0.0))
 
 
 def _ratio(d_pq: torch.Tensor, d_qp: torch.Tensor) -> torch.Tensor:

@@ -221,3 +221,14 @@ BAD = [
 def test_bad_input_raises_clear_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("value", [3.6256e-48, 1e-3, 7.0])
+def test_equal_clouds_of_different_sizes_are_a_tie_despite_rounding(value):
+    # found by hypothesis: one point vs the same point three times (weights 1/3 each); the weighted means differ by
+    # rounding only, which must not count as a violation in the one-solve tie (hinge, exact)
+    P = (torch.full((1, 1), value, dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+    Q = (torch.full((3, 1), value, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    kw = dict(estimator="exact", cost="hinge")
+    assert multidom.violation_ratio(P, Q, **kw).item() == pytest.approx(0.5, abs=1e-12)
+    assert multidom.violation_ratio(Q, P, **kw).item() == pytest.approx(0.5, abs=1e-12)

@@ -207,7 +207,7 @@ def _quickstart_task(work: Path) -> Task:
     sft_dir, _ = load_or_train_sft(train_pairs, model_config=cfg.tiny_lm, sft_config=cfg.sft,
                                    cache_dir=cfg.resolved_cache_dir(), key_parts={"data": data_key}, seed=cfg.seed,
                                    progress=False)
-    train = sorted({p.prompt for p in train_pairs})
+    train = train_all = sorted({p.prompt for p in train_pairs})
     train = sorted(random.Random(cfg.seed).sample(train, d.align_prompts))
     held = sorted(random.Random(1).sample(held_out, min(64, len(held_out))))
     t = cfg.training
@@ -218,7 +218,7 @@ def _quickstart_task(work: Path) -> Task:
     names = tuple(_bank_names(rewards))
     conv = lambda qs: [[{"role": "user", "content": q}] for q in qs]  # noqa: E731
     return Task("quickstart", names, lambda: load_sft(sft_dir), conv(train), conv(held), lambda: list(rewards),
-                common, (25, 50, 100, 150), 12, int(t["max_completion_length"]), notes={"sft": str(sft_dir)})
+                common, (25, 50, 100, 150), 12, int(t["max_completion_length"]), notes={"sft": str(sft_dir), "all_train_prompts": conv(train_all)})
 
 
 def _bank_names(rewards: list) -> list[str]:

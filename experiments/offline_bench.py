@@ -98,22 +98,9 @@ def quickstart(work: Path, eval_g: int):
     """frontier's quickstart task (SFT model, bank, held-out prompts) plus every training prompt of the split."""
     from frontier import _quickstart_task
 
-    from multidom.app.quickstart.config import QuickstartConfig
-    from multidom.app.quickstart.data import load_chatterbot_pairs, split_by_prompt
-
     task = _quickstart_task(work)
     task.eval_g = eval_g
-    import yaml
-
-    raw = yaml.safe_load((Path(__file__).parents[1] / "configs" / "quickstart.yaml").read_text())
-    raw.pop("trainer", None)
-    cfg = QuickstartConfig.from_mapping(raw)
-    d = cfg.data
-    pairs = load_chatterbot_pairs(d.language, max_prompt_words=d.max_prompt_words,
-                                  max_response_words=d.max_response_words)
-    train_pairs, _ = split_by_prompt(pairs, eval_fraction=d.eval_fraction, seed=cfg.seed)
-    all_train = sorted({p.prompt for p in train_pairs})
-    return task, [[{"role": "user", "content": q}] for q in all_train]
+    return task, task.notes["all_train_prompts"]
 
 
 def build_data(args) -> dict:

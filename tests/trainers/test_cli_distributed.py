@@ -6,41 +6,16 @@ and the same weights as one process on the concatenated batch. Every run asserts
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from lm_tiny import save_tiny_lm
+from run_tiny import multidom_train
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["hello how are you", "what is the weather", "is it a nice day", "why are you sad",
            "how is the sun today", "are you happy", "what a great day", "is the rain bad"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _multidom(nproc: int, config: dict, out: Path, tmp: Path) -> str:
-    path = tmp / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-    args = ["-m", "multidom", "train", "--config", str(path), "--output-dir", str(out)]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", str(_port()), *args]
-    else:
-        cmd = [sys.executable, *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +42,10 @@ def test_online_baseline_sampled_by_both_ranks_equals_one_process(lm, tmp_path):
                      "repetition_penalty": 1.1, "report_to": "none", "save_strategy": "no", "plot_steps": 0,
                      "all_estimators_steps": 0, "logging_steps": 1, "seed": 3},
     }
-    stdout = _multidom(2, config, tmp_path / "two", tmp_path)
+    stdout = multidom_train(2, config, tmp_path / "two")
     for rank in (0, 1):  # both ranks sampled their half of the 8 prompts
         assert f"baseline cloud: rank {rank}/2 samples 4 of 8 prompts" in stdout, stdout[-2000:]
-    _multidom(1, config, tmp_path / "one", tmp_path)
+    multidom_train(1, config, tmp_path / "one")
     two = json.loads((tmp_path / "two" / "baseline_cache.json").read_text())
     one = json.loads((tmp_path / "one" / "baseline_cache.json").read_text())
     assert two["world_size"] == 2 and one["world_size"] == 1
@@ -118,9 +93,9 @@ def test_aot_and_offline_on_two_ranks_equal_one_process(lm, tmp_path):
     aot = {"trainer": "aot", "model": {"name_or_path": str(lm)},
            "data": {"train": _jsonl(tmp_path / "pref.jsonl", rows)},
            "training": {**_training(4), "pairing": "paired", "beta": 1.0}}
-    _multidom(1, aot, tmp_path / "aot_one", tmp_path)
+    multidom_train(1, aot, tmp_path / "aot_one")
     aot["training"]["per_device_train_batch_size"] = 2
-    _multidom(2, aot, tmp_path / "aot_two", tmp_path)
+    multidom_train(2, aot, tmp_path / "aot_two")
     _same_run(tmp_path / "aot_two", tmp_path / "aot_one", 4, lm)
 
     grouped = [{"prompt": p, "response": ["good day", "bad rain", "nice sun"], "a": [2.0, 0.0, 1.0],
@@ -130,7 +105,7 @@ def test_aot_and_offline_on_two_ranks_equal_one_process(lm, tmp_path):
                     "reward_columns": ["a", "b"]},
            "dominance": {"estimator": "quantile"},
            "training": {**_training(4), "beta": 1.0}}
-    _multidom(1, off, tmp_path / "off_one", tmp_path)
+    multidom_train(1, off, tmp_path / "off_one")
     off["training"]["per_device_train_batch_size"] = 2
-    _multidom(2, off, tmp_path / "off_two", tmp_path)
+    multidom_train(2, off, tmp_path / "off_two")
     _same_run(tmp_path / "off_two", tmp_path / "off_one", 4, lm)
